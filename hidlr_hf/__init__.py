@@ -1,0 +1,30 @@
+"""hidlr-hf: Hessian-informed differential learning rates (Hi-DLR) for PyTorch and Hugging Face.
+
+The core (grouping, estimation, rate control, influence, the :class:`HiDLR` engine) is plain PyTorch.
+The Hugging Face glue (``HiDLRTrainer``, ``HiDLRTrainingArguments``, ``HiDLRCallback``) is imported
+lazily, so ``import hidlr_hf`` never pulls in ``transformers``.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "HiDLR": "hidlr_hf.engine",
+    "Estimate": "hidlr_hf.engine",
+    "HiDLRError": "hidlr_hf.errors",
+    "group_parameters": "hidlr_hf.grouping",
+    "optimizer_param_groups": "hidlr_hf.grouping",
+    "ParameterGroup": "hidlr_hf.grouping",
+    "HiDLRTrainingArguments": "hidlr_hf.training_args",
+    "HiDLRTrainer": "hidlr_hf.trainer",
+    "HiDLRCallback": "hidlr_hf.callbacks",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hidlr_hf' has no attribute {name!r}")
