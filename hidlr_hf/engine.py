@@ -1,0 +1,795 @@
+"""The Hi-DLR engine: per-group learning rates from forward-only curvature probes, for any torch optimizer.
+
+Use it in any training loop (METHOD.md section 6)::
+
+    hidlr = HiDLR(optimizer)               # optimizer.param_groups are the groups
+    loss.backward()
+    hidlr.step(closure)                    # instead of optimizer.step(); closure() -> probe-batch loss
+    optimizer.zero_grad()
+
+On a probe step the engine calls ``optimizer.step()`` exactly once, at a unit learning rate, so the optimizer
+state advances once, as without Hi-DLR; the displacement is the optimizer's own direction ``d``. It then
+evaluates the probe losses around the pre-step parameters, fits ``b`` and ``A``, sets the new rates, and moves
+the parameters to ``w - lr_new * d``: the step taken already uses the new rates.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from . import estimation
+from .errors import HiDLRError
+from .influence import InfluenceTracker, round_influence
+from .rates import ACCEPTED, INACTIVE, ProbeSchedule, RateRule
+
+logger = logging.getLogger(__name__)
+
+# Optimizers whose update is not linear in the learning rate, refused by name before any step.
+NONLINEAR_OPTIMIZERS = {
+    "Prodigy": "estimates its own step size from the learning rate",
+    "DAdaptAdam": "estimates its own step size (D-Adaptation)",
+    "DAdaptSGD": "estimates its own step size (D-Adaptation)",
+    "DAdaptAdaGrad": "estimates its own step size (D-Adaptation)",
+    "DAdaptAdan": "estimates its own step size (D-Adaptation)",
+    "DAdaptLion": "estimates its own step size (D-Adaptation)",
+    "AdamWScheduleFree": "averages iterates with learning-rate-dependent weights",
+    "SGDScheduleFree": "averages iterates with learning-rate-dependent weights",
+    "RAdamScheduleFree": "averages iterates with learning-rate-dependent weights",
+    "LBFGS": "runs a line search and needs its own closure",
+    "Rprop": "keeps per-parameter step sizes initialised from the learning rate",
+    "ASGD": "keeps a learning-rate-dependent averaging state",
+}
+
+UNIT_RATE = 1.0
+
+
+@dataclass
+class Estimate:
+    """What one probe round measured and decided; one entry per group (METHOD.md sections 3-5).
+
+    Attributes:
+        step: optimizer step (0-based) of the round.
+        group_names: the groups, in order.
+        b: ``G_k . d_k`` in absolute units; NaN where not measured.
+        A: ``d_j . H_jk d_k`` (K x K); NaN where not measured.
+        optimal_rate: unclipped ``b_k / A_kk`` (or ``A^-1 b`` with design ``full``); NaN where undefined.
+        rate: base rate in force after the round.
+        influence: ``gain_k / n_k`` of this round.
+        verdict: per group, why the rate moved or not (``accepted``, ``uphill``, ``no_curvature``, ...).
+        probe_scale: final probe multiplier ``c_k`` of each group.
+        loss: probe-batch loss at the pre-step parameters.
+        forward_passes: closure calls of the round.
+        seconds: wall-clock time of the round.
+        status: ``ok``, or why the round was discarded (rates then unchanged).
+    """
+
+    step: int
+    group_names: list
+    b: torch.Tensor
+    A: torch.Tensor
+    optimal_rate: torch.Tensor
+    rate: torch.Tensor
+    influence: torch.Tensor
+    verdict: list = field(default_factory=list)
+    probe_scale: Optional[torch.Tensor] = None
+    loss: float = float("nan")
+    forward_passes: int = 0
+    seconds: float = 0.0
+    status: str = "ok"
+
+
+class _Discard(Exception):
+    """A probe round cannot be used (non-finite loss); its rates stay unchanged."""
+
+
+class HiDLR:
+    """Hessian-informed differential learning rates around any LR-linear torch optimizer.
+
+    Args:
+        optimizer: the optimizer; each param group is one Hi-DLR group, except that param groups sharing a
+            ``"hidlr_group"`` key are tied into one group (a decay / no-decay split of one group).
+        design: ``"axis"`` (b and diag A, 2K+1 forwards), ``"full"`` (all of A, adds K(K-1)/2), or
+            ``"random"`` (the paper's 4K random probes).
+        every: probe every N optimizer steps, or ``"auto"`` (dense calibration, then within
+            ``overhead_budget``; see :class:`~hidlr_hf.rates.ProbeSchedule`).
+        lr_scheduler: a scheduler whose ``base_lrs`` hold the base rates (e.g. the Trainer's ``LambdaLR``);
+            rates are changed there too so the schedule multiplies the estimated base rates.
+        model: if given, put in eval mode during probes (no dropout noise) and restored to its modes after.
+        trust_region, smoothing, calibration_smoothing, calibration_rounds, lr_min, lr_max: see
+            :class:`~hidlr_hf.rates.RateRule`.
+        probe_scale: initial probe multiplier ``c`` (1 probes at the step about to be taken).
+        scale_growth, max_probe_scale: when a group's probe changes the loss by less than
+            ``noise_tolerance * |L|``, ``c`` is multiplied by ``scale_growth`` and the group probed again,
+            up to ``max_probe_scale``: this is what lets a far-too-small rate recover.
+        noise_tolerance: relative loss change treated as numerical noise (raise it for bf16 forwards).
+        random_probes: probes per group for ``design="random"`` (the paper uses 4).
+        overhead_budget, step_cost: see :class:`~hidlr_hf.rates.ProbeSchedule`.
+        loss_reduce: ``f(tensor) -> tensor`` averaging probe losses across processes; ``"auto"`` uses
+            ``torch.distributed`` when it is initialised with several ranks.
+        verify_linearity: on the first round, check that the step is linear in the LR and that the
+            optimizer state does not depend on it (costs one extra optimizer step, once).
+        seed: seed of the engine's own generator (``random`` design); the global RNG is never touched.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        design: str = "axis",
+        every="auto",
+        lr_scheduler=None,
+        model: Optional[torch.nn.Module] = None,
+        trust_region: float = 2.0,
+        smoothing: float = 0.1,
+        calibration_smoothing: float = 0.5,
+        calibration_rounds: int = 10,
+        lr_min: float = 1e-8,
+        lr_max: float = 1.0,
+        probe_scale: float = 1.0,
+        scale_growth: float = 4.0,
+        max_probe_scale: float = 256.0,
+        noise_tolerance: float = 1e-6,
+        random_probes: int = 4,
+        overhead_budget: float = 0.05,
+        step_cost: float = 3.0,
+        loss_reduce="auto",
+        verify_linearity: bool = True,
+        seed: int = 0,
+    ):
+        if design not in estimation.DESIGNS:
+            raise HiDLRError(f"Unknown design {design!r}; choose one of {', '.join(estimation.DESIGNS)}.")
+        if not (probe_scale > 0 and max_probe_scale >= probe_scale and scale_growth > 1):
+            raise HiDLRError("Need probe_scale > 0, max_probe_scale >= probe_scale and scale_growth > 1.")
+        if not noise_tolerance >= 0:
+            raise HiDLRError(f"noise_tolerance must be >= 0 (got {noise_tolerance}).")
+        if random_probes < 1:
+            raise HiDLRError(f"random_probes must be >= 1 (got {random_probes}).")
+        self.optimizer = optimizer
+        self._inner = _innermost_optimizer(optimizer)
+        _refuse_known_nonlinear(self._inner)
+        self.design = design
+        self.lr_scheduler = lr_scheduler
+        self.model = model
+        self.rule = RateRule(trust_region, smoothing, calibration_smoothing, calibration_rounds, lr_min, lr_max)
+        self.schedule = ProbeSchedule(every, calibration_rounds, overhead_budget, step_cost)
+        self.initial_probe_scale = float(probe_scale)
+        self.scale_growth = float(scale_growth)
+        self.max_probe_scale = float(max_probe_scale)
+        self.noise_tolerance = float(noise_tolerance)
+        self.random_probes = int(random_probes)
+        self.loss_reduce = loss_reduce
+        self.verify_linearity = verify_linearity
+        self.seed = int(seed)
+
+        self.group_names, self.members = _tie_groups(self.optimizer.param_groups)
+        if lr_scheduler is None and any("initial_lr" in g for g in self.optimizer.param_groups):
+            # A scheduler owns the base rates and would overwrite every rate Hi-DLR sets.
+            raise HiDLRError(
+                "The optimizer has a learning-rate scheduler attached; pass it as HiDLR(optimizer, "
+                "lr_scheduler=scheduler) so the schedule multiplies the estimated rates instead of undoing them."
+            )
+        self.base_rates = self._read_base_rates()
+        self.influence = InfluenceTracker(len(self.group_names))
+        self.num_steps = 0  # optimizer steps taken through the engine
+        self.num_rounds = 0
+        self.discarded_rounds = 0
+        self.probe_seconds = 0.0
+        self.forward_passes = 0
+        self.linearity_checked = False
+        self.history: list[dict] = []
+        self.last_estimate: Optional[Estimate] = None
+        self._pending: Optional[dict] = None
+
+    # ----------------------------------------------------------------------------------------------
+    # public API
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_names)
+
+    @property
+    def probe_due(self) -> bool:
+        """Whether the next optimizer step runs a probe round (prepare a probe batch then)."""
+        return self.schedule.due(self.num_steps)
+
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[Estimate]:
+        """Replace ``optimizer.step()``: a plain step, or on probe steps a step with freshly estimated rates.
+
+        ``closure()`` returns the loss on one probe batch (the same batch at every call within the step),
+        forward only; the engine calls it under ``torch.no_grad()``. Without a closure no probe ever runs.
+        Returns the round's :class:`Estimate` on probe steps, else None.
+        """
+        prepared = self.pre_step() if closure is not None else False
+        try:
+            self.optimizer.step()
+        except BaseException:
+            if prepared:
+                self._abandon()
+            raise
+        return self.post_step(closure if prepared else None)
+
+    def pre_step(self) -> bool:
+        """First half of :meth:`step`, for frameworks that call ``optimizer.step()`` themselves.
+
+        Call after gradients are final and before ``optimizer.step()``; on a probe step it snapshots the
+        parameters and sets a unit rate so the step reveals the optimizer's direction. Returns whether a round
+        was prepared; then call :meth:`post_step` right after ``optimizer.step()``.
+        """
+        if self._pending is not None:
+            raise HiDLRError("pre_step() was called twice without post_step(); call post_step() after optimizer.step().")
+        if not self.probe_due:
+            return False
+        active = self._active_groups()
+        if not active:
+            return False
+        params = {k: [p for i in self.members[k] for p in self.optimizer.param_groups[i]["params"] if p.grad is not None] for k in active}
+        snapshot = {k: [p.detach().clone() for p in ps] for k, ps in params.items()}
+        lrs = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
+        state_before = None
+        if self.verify_linearity and not self.linearity_checked:
+            state_before = _clone_state(self._inner, [p for ps in params.values() for p in ps])
+        for k in active:
+            for i in self.members[k]:
+                _set_lr(self.optimizer.param_groups[i], UNIT_RATE)
+        self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs, "state": state_before}
+        return True
+
+    def post_step(self, closure: Optional[Callable[[], torch.Tensor]] = None, skipped: bool = False) -> Optional[Estimate]:
+        """Second half of :meth:`step`: runs the prepared probe round, sets rates, takes the step.
+
+        ``skipped=True`` says the optimizer skipped its step (an fp16 overflow): no round, no rate change, and
+        the step does not count.
+        """
+        pending, self._pending = self._pending, None
+        if skipped:
+            if pending is not None:
+                self._restore_lrs(pending["lrs"])
+            return None
+        if pending is None:
+            self.num_steps += 1
+            return None
+        if closure is None:
+            self._abandon(pending)
+            raise HiDLRError("A probe round was prepared but post_step() got no closure; pass the probe-loss closure.")
+        try:
+            estimate = self._probe_round(pending, closure)
+        finally:
+            self.num_steps += 1
+        return estimate
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume with the same rates and the same schedule of rounds (JSON-safe)."""
+        return {
+            "version": 1,
+            "group_names": list(self.group_names),
+            "base_rates": list(self.base_rates),
+            "num_steps": self.num_steps,
+            "num_rounds": self.num_rounds,
+            "discarded_rounds": self.discarded_rounds,
+            "probe_seconds": self.probe_seconds,
+            "forward_passes": self.forward_passes,
+            "linearity_checked": self.linearity_checked,
+            "schedule": self.schedule.state_dict(),
+            "influence": self.influence.state_dict(),
+            "history": copy.deepcopy(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; the base rates are written back into the optimizer and scheduler."""
+        try:
+            names = list(state["group_names"])
+            rates = [float(r) for r in state["base_rates"]]
+            if names != self.group_names or len(rates) != self.num_groups:
+                raise HiDLRError(
+                    f"Hi-DLR state has groups {names} but the optimizer has {self.group_names}; "
+                    "resume with the same grouping scheme and model."
+                )
+            self.set_base_rates(rates)
+            self.num_steps = int(state["num_steps"])
+            self.num_rounds = int(state["num_rounds"])
+            self.discarded_rounds = int(state.get("discarded_rounds", 0))
+            self.probe_seconds = float(state.get("probe_seconds", 0.0))
+            self.forward_passes = int(state.get("forward_passes", 0))
+            self.linearity_checked = bool(state.get("linearity_checked", False))
+            self.schedule.load_state_dict(state["schedule"])
+            self.influence.load_state_dict(state["influence"])
+            self.history = list(state.get("history", []))
+        except HiDLRError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HiDLRError(f"Hi-DLR state is corrupt ({type(exc).__name__}: {exc}); resume from another checkpoint.") from exc
+
+    def set_base_rates(self, rates: list[float]) -> None:
+        """Set every group's base rate, keeping the scheduler's multiplier ``s(t)`` on top of it."""
+        if len(rates) != self.num_groups:
+            raise HiDLRError(f"Expected {self.num_groups} rates (one per group), got {len(rates)}.")
+        for k, rate in enumerate(rates):
+            old = self.base_rates[k]
+            for i in self.members[k]:
+                group = self.optimizer.param_groups[i]
+                multiplier = _lr_value(group["lr"]) / old if old > 0 else 1.0
+                _set_lr(group, rate * multiplier)
+                if "initial_lr" in group:
+                    group["initial_lr"] = rate
+                if self.lr_scheduler is not None:
+                    self.lr_scheduler.base_lrs[i] = rate
+            self.base_rates[k] = float(rate)
+
+    def rates_in_force(self) -> list[float]:
+        """The learning rate each group uses now (base rate times the schedule's multiplier)."""
+        return [_lr_value(self.optimizer.param_groups[m[0]]["lr"]) for m in self.members]
+
+    def group_sizes(self) -> list[int]:
+        """Number of trainable scalars in each group."""
+        return [
+            sum(p.numel() for i in m for p in self.optimizer.param_groups[i]["params"] if p.requires_grad)
+            for m in self.members
+        ]
+
+    # ----------------------------------------------------------------------------------------------
+    # the probe round
+
+    def _probe_round(self, pending: dict, closure) -> Estimate:
+        started = time.perf_counter()
+        active, params, snapshot = pending["active"], pending["params"], pending["snapshot"]
+        K = self.num_groups
+        old_lrs = pending["lrs"]
+        old_rates = torch.tensor(self.base_rates, dtype=torch.float64)
+        round_passes = 0
+        try:
+            direction = {k: [_direction(w, p) for w, p in zip(snapshot[k], params[k])] for k in active}
+            if pending["state"] is not None:
+                self._check_linearity(pending, direction)
+        except BaseException:
+            self._abandon(pending)
+            raise
+        try:
+            for k in active:
+                _assign(params[k], snapshot[k])
+
+            def evaluate(xis: torch.Tensor) -> torch.Tensor:
+                nonlocal round_passes
+                losses = []
+                for xi in xis:
+                    moved = [k for k in active if xi[k] != 0]
+                    for k in moved:
+                        _move(params[k], snapshot[k], direction[k], float(xi[k]) * self.base_rates[k])
+                    try:
+                        losses.append(_scalar_loss(closure()))
+                    finally:
+                        for k in moved:
+                            _assign(params[k], snapshot[k])
+                    round_passes += 1
+                values = self._reduce(torch.stack(losses)) if losses else torch.zeros(0, dtype=torch.float64)
+                if not bool(torch.isfinite(values).all()):
+                    raise _Discard("non-finite probe loss")
+                return values
+
+            with self._probe_context():
+                base = float(evaluate(torch.zeros(1, K, dtype=torch.float64))[0])
+                beta, alpha, scales = self._measure(evaluate, base, active)
+            rho, verdict = self.rule.multipliers(beta, alpha, active, full=self.design == "full")
+            factors = self.rule.factors(rho, verdict, self.base_rates, self.num_rounds)
+            status = "ok"
+        except _Discard as exc:
+            factors, status = [1.0] * K, f"discarded: {exc}"
+            beta = torch.full((K,), float("nan"), dtype=torch.float64)
+            alpha = torch.full((K, K), float("nan"), dtype=torch.float64)
+            rho, verdict, scales, base = beta.clone(), [INACTIVE] * K, None, float("nan")
+            self.discarded_rounds += 1
+            logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, exc)
+        except KeyboardInterrupt:
+            self._finish_step(active, params, snapshot, direction, old_lrs, [1.0] * K)
+            raise
+        except HiDLRError:
+            # A broken closure contract: finish the step at the current rates, then tell the user.
+            self._finish_step(active, params, snapshot, direction, old_lrs, [1.0] * K)
+            raise
+        except Exception as exc:
+            factors, status = [1.0] * K, f"discarded: closure raised {type(exc).__name__}: {exc}"
+            beta = torch.full((K,), float("nan"), dtype=torch.float64)
+            alpha = torch.full((K, K), float("nan"), dtype=torch.float64)
+            rho, verdict, scales, base = beta.clone(), [INACTIVE] * K, None, float("nan")
+            self.discarded_rounds += 1
+            logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, status)
+
+        self._finish_step(active, params, snapshot, direction, old_lrs, factors)
+        self._sync_check()
+        seconds = time.perf_counter() - started
+        self.probe_seconds += seconds
+        self.forward_passes += round_passes
+
+        rates = torch.tensor(self.base_rates, dtype=torch.float64)
+        # b and A in absolute units: beta_k = r_k b_k and alpha_jk = r_j r_k A_jk (METHOD.md section 4).
+        b = beta / old_rates
+        A = alpha / torch.outer(old_rates, old_rates)
+        influence = round_influence(b, A, self.group_sizes())
+        estimate = Estimate(
+            step=self.num_steps,
+            group_names=list(self.group_names),
+            b=b,
+            A=A,
+            optimal_rate=rho * old_rates,
+            rate=rates,
+            influence=influence,
+            verdict=verdict,
+            probe_scale=scales,
+            loss=base,
+            forward_passes=round_passes,
+            seconds=seconds,
+            status=status,
+        )
+        if status == "ok":
+            self.influence.update(influence)
+            self.num_rounds += 1
+            self.schedule.after_round(self.num_steps, self.num_rounds, round_passes)
+        else:
+            # A discarded round is retried at the next step rather than waiting a whole gap.
+            self.schedule.next_step = self.num_steps + 1
+        self.history.append(
+            {
+                "step": self.num_steps,
+                "status": status,
+                "rates": [float(r) for r in rates],
+                "influence": [_json_float(x) for x in influence.tolist()],
+                "loss": _json_float(base),
+            }
+        )
+        self.last_estimate = estimate
+        return estimate
+
+    def _measure(self, evaluate, base: float, active: list[int]):
+        """Run the design's probes, growing the probe scale of groups whose signal is lost in noise."""
+        K = self.num_groups
+        scales = torch.full((K,), self.initial_probe_scale, dtype=torch.float64)
+        noise = self.noise_tolerance * max(abs(base), 1e-30)
+        xis_all, dls_all = [], []
+
+        def grow(xis_fn):
+            # Re-probe only the weak groups; keep the rows of the others from earlier passes.
+            todo, rows, values = list(active), {}, {}
+            while todo:
+                xis = xis_fn(todo)
+                dls = evaluate(xis) - base
+                weak = []
+                for k in todo:
+                    rows[k], values[k] = xis, dls
+                    mask = xis[:, k] != 0
+                    if float(dls[mask].abs().max()) <= noise and scales[k] * self.scale_growth <= self.max_probe_scale:
+                        weak.append(k)
+                for k in weak:
+                    scales[k] *= self.scale_growth
+                todo = weak
+            return rows, values
+
+        if self.design in ("axis", "full"):
+            rows, values = grow(lambda groups: estimation.axis_probes(groups, scales, K))
+            for k in active:
+                mask = rows[k][:, k] != 0
+                xis_all.append(rows[k][mask])
+                dls_all.append(values[k][mask])
+            if self.design == "full" and len(active) > 1:
+                xis = estimation.pair_probes(active, scales, K)
+                xis_all.append(xis)
+                dls_all.append(evaluate(xis) - base)
+        else:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_steps)
+            while True:
+                # random_probes per group in antithetic pairs: 4K forward passes for the paper's 4 (plus L(0)).
+                pairs = max(1, math.ceil(self.random_probes * len(active) / 2))
+                xis = estimation.random_probes(active, scales, K, pairs, generator)
+                dls = evaluate(xis) - base
+                if float(dls.abs().max()) > noise or scales.max() * self.scale_growth > self.max_probe_scale:
+                    break
+                scales *= self.scale_growth
+            xis_all.append(xis)
+            dls_all.append(dls)
+        beta, alpha = estimation.fit_quadratic(
+            torch.cat(xis_all), torch.cat(dls_all), active, cross=self.design == "full"
+        )
+        return beta, alpha, scales
+
+    def _finish_step(self, active, params, snapshot, direction, old_lrs, factors) -> None:
+        """Set the new rates and take the step ``w - lr_new d`` from the snapshot."""
+        self._restore_lrs(old_lrs)
+        new_rates = [r * f for r, f in zip(self.base_rates, factors)]
+        self.set_base_rates(new_rates)
+        with torch.no_grad():
+            for k in active:
+                lr = _lr_value(self.optimizer.param_groups[self.members[k][0]]["lr"])
+                _move(params[k], snapshot[k], direction[k], lr)
+
+    def _abandon(self, pending: Optional[dict] = None) -> None:
+        """Undo a prepared round that cannot run: parameters, optimizer state and rates as before the step."""
+        pending = pending or self._pending
+        self._pending = None
+        if pending is None:
+            return
+        for k in pending["active"]:
+            _assign(pending["params"][k], pending["snapshot"][k])
+        if pending["state"] is not None:
+            _restore_state(self._inner, pending["state"])
+        self._restore_lrs(pending["lrs"])
+
+    # ----------------------------------------------------------------------------------------------
+    # helpers
+
+    def _active_groups(self) -> list[int]:
+        """Groups with a positive base rate and at least one parameter with a gradient."""
+        active = []
+        for k, members in enumerate(self.members):
+            if self.base_rates[k] <= 0:
+                continue
+            if any(p.grad is not None for i in members for p in self.optimizer.param_groups[i]["params"]):
+                active.append(k)
+        return active
+
+    def _read_base_rates(self) -> list[float]:
+        rates = []
+        for k, members in enumerate(self.members):
+            values = []
+            for i in members:
+                group = self.optimizer.param_groups[i]
+                if self.lr_scheduler is not None:
+                    values.append(float(self.lr_scheduler.base_lrs[i]))
+                else:
+                    values.append(float(group.get("initial_lr", _lr_value(group["lr"]))))
+            if max(values) - min(values) > 1e-12 * max(abs(v) for v in values):
+                raise HiDLRError(
+                    f"Param groups tied as Hi-DLR group {self.group_names[k]!r} have different learning rates "
+                    f"{values}; give them the same lr or different 'hidlr_group' keys."
+                )
+            rates.append(values[0])
+        return rates
+
+    def _restore_lrs(self, lrs) -> None:
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            _set_lr(group, lr)
+
+    def _reduce(self, losses: torch.Tensor) -> torch.Tensor:
+        losses = losses.detach()
+        reduce = self.loss_reduce
+        if reduce == "auto":
+            reduce = _distributed_mean if _world_size() > 1 else None
+        if reduce is not None:
+            losses = reduce(losses)
+        return losses.to("cpu", torch.float64)
+
+    def _sync_check(self) -> None:
+        """All ranks must hold identical rates after a round; a mismatch is an error, never ignored."""
+        if self.loss_reduce != "auto" or _world_size() <= 1:
+            return
+        import torch.distributed as dist
+
+        rates = torch.tensor(self.base_rates, dtype=torch.float64, device=_dist_device())
+        low, high = rates.clone(), rates.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise HiDLRError(
+                f"Hi-DLR rates differ across ranks after step {self.num_steps} (min {low.tolist()}, max "
+                f"{high.tolist()}); every rank must run the same probe rounds."
+            )
+
+    def _check_linearity(self, pending: dict, direction: dict) -> None:
+        """Step again from the same state at twice the unit rate: the displacement must double and the
+        optimizer state must not change. Otherwise the optimizer is refused before anything is corrupted."""
+        active, params, snapshot = pending["active"], pending["params"], pending["snapshot"]
+        plist = [p for k in active for p in params[k]]
+        state_once = _clone_state(self._inner, plist)
+        _restore_state(self._inner, pending["state"])
+        for k in active:
+            _assign(params[k], snapshot[k])
+            for i in self.members[k]:
+                _set_lr(self.optimizer.param_groups[i], 2 * UNIT_RATE)
+        self._inner.step()
+        doubled = {k: [_direction(w, p) for w, p in zip(snapshot[k], params[k])] for k in active}
+        state_twice = _clone_state(self._inner, plist)
+        linear = all(
+            torch.allclose(d2.double(), 2 * d1.double(), rtol=1e-3, atol=1e-6 * (d1.abs().max().item() + 1e-12))
+            for k in active
+            for d1, d2 in zip(direction[k], doubled[k])
+        )
+        same_state = _states_close(state_once, state_twice)
+        _restore_state(self._inner, state_once)
+        if not (linear and same_state):
+            raise HiDLRError(
+                f"{type(self._inner).__name__}'s step is not linear in the learning rate"
+                f"{'' if linear else ' (the displacement does not scale with it)'}"
+                f"{'' if same_state else ' (its state depends on it)'}; Hi-DLR needs an optimizer such as AdamW, "
+                "SGD, Adagrad, RMSprop or Lion."
+            )
+        self.linearity_checked = True
+
+    @contextmanager
+    def _probe_context(self):
+        """No grad, eval mode, and every RNG stream exactly as before the probes."""
+        modes = [(m, m.training) for m in self.model.modules()] if self.model is not None else []
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        py_rng = random.getstate()
+        np_rng = _numpy_rng_state()
+        try:
+            if self.model is not None:
+                self.model.eval()
+            with torch.no_grad():
+                yield
+        finally:
+            for module, mode in modes:
+                module.training = mode
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            random.setstate(py_rng)
+            if np_rng is not None:
+                import numpy as np
+
+                np.random.set_state(np_rng)
+
+
+# --------------------------------------------------------------------------------------------------
+# module-level helpers
+
+
+def _innermost_optimizer(optimizer):
+    """Unwrap accelerate's ``AcceleratedOptimizer`` (and similar) to the torch optimizer doing the work."""
+    inner = optimizer
+    while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):
+        inner = inner.optimizer
+    return inner
+
+
+def _refuse_known_nonlinear(optimizer) -> None:
+    name = type(optimizer).__name__
+    if name in NONLINEAR_OPTIMIZERS:
+        raise HiDLRError(
+            f"{name} cannot be used with Hi-DLR: it {NONLINEAR_OPTIMIZERS[name]}, so its step is not linear in the "
+            "learning rate; use AdamW, SGD, Adagrad, RMSprop or Lion."
+        )
+    for group in optimizer.param_groups:
+        if group.get("relative_step"):
+            raise HiDLRError(
+                f"{name} with relative_step=True ignores the learning rate; construct it with relative_step=False "
+                "and an explicit lr to use Hi-DLR."
+            )
+
+
+def _tie_groups(param_groups) -> tuple[list[str], list[list[int]]]:
+    names, members = [], []
+    for i, group in enumerate(param_groups):
+        name = str(group.get("hidlr_group", f"group_{i}"))
+        if name in names:
+            members[names.index(name)].append(i)
+        else:
+            names.append(name)
+            members.append([i])
+    return names, members
+
+
+def _lr_value(lr) -> float:
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+def _set_lr(group: dict, value) -> None:
+    value = _lr_value(value)
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+def _direction(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``d = w - w_after`` of a unit-rate step, kept in at least float32 for low-precision parameters."""
+    dtype = torch.promote_types(before.dtype, torch.float32) if before.is_floating_point() else before.dtype
+    return before.to(dtype) - after.detach().to(dtype)
+
+
+@torch.no_grad()
+def _assign(params, values) -> None:
+    for p, v in zip(params, values):
+        p.copy_(v)
+
+
+@torch.no_grad()
+def _move(params, snapshot, direction, rate: float) -> None:
+    """``p <- w - rate * d``, computed in the direction's precision, written in the parameter's dtype."""
+    for p, w, d in zip(params, snapshot, direction):
+        if d.dtype == p.dtype:
+            torch.add(w, d, alpha=-rate, out=p)
+        else:
+            p.copy_(w.to(d.dtype).add(d, alpha=-rate))
+
+
+def _scalar_loss(value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise HiDLRError(f"The probe closure must return a scalar loss, got a tensor of shape {tuple(value.shape)}.")
+        return value.detach().reshape(()).to(torch.float64)
+    try:
+        return torch.tensor(float(value), dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise HiDLRError(f"The probe closure must return a scalar loss, got {type(value).__name__}.") from None
+
+
+def _clone_state(optimizer, params) -> dict:
+    state = {}
+    for p in params:
+        if p in optimizer.state:
+            state[p] = {
+                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+                for key, value in optimizer.state[p].items()
+            }
+        else:
+            state[p] = None
+    return state
+
+
+def _restore_state(optimizer, saved: dict) -> None:
+    for p, entry in saved.items():
+        if entry is None:
+            optimizer.state.pop(p, None)
+        else:
+            optimizer.state[p] = {
+                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+                for key, value in entry.items()
+            }
+
+
+def _states_close(a: dict, b: dict) -> bool:
+    for p in a:
+        sa, sb = a[p], b[p]
+        if (sa is None) != (sb is None):
+            return False
+        if sa is None:
+            continue
+        if set(sa) != set(sb):
+            return False
+        for key in sa:
+            va, vb = sa[key], sb[key]
+            if isinstance(va, torch.Tensor):
+                if va.shape != vb.shape or not torch.allclose(va.double(), vb.double(), rtol=1e-5, atol=1e-12):
+                    return False
+            elif va != vb:
+                return False
+    return True
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _dist_device():
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _distributed_mean(losses: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    buffer = losses.to(_dist_device(), torch.float64).clone()
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+    return buffer / dist.get_world_size()
+
+
+def _numpy_rng_state():
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return None
+    return np.random.get_state()
+
+
+def _json_float(x: float):
+    return x if math.isfinite(x) else None

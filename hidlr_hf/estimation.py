@@ -1,0 +1,93 @@
+"""Probe designs and the least-squares fit of the next-loss model (METHOD.md section 4).
+
+A probe is a vector ``xi`` of multipliers, one per group: it evaluates the loss at
+``w - sum_k xi_k r_k d_k``. Around ``xi = 0`` the loss change is modelled as
+
+    dL(xi) = - sum_k xi_k beta_k + 1/2 sum_k xi_k^2 alpha_kk + sum_{j<k} xi_j xi_k alpha_jk
+
+which is linear in ``(beta, alpha)``: every design below is one small least-squares problem, exact on a
+quadratic whenever the design determines the unknowns (``axis`` and ``full`` do).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import torch
+
+DESIGNS = ("axis", "full", "random")
+
+
+def axis_probes(groups: Sequence[int], scales: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``+c_k e_k`` and ``-c_k e_k`` for each group k in ``groups``: shape (2 len(groups), K)."""
+    xis = torch.zeros(2 * len(groups), num_groups, dtype=torch.float64)
+    for i, k in enumerate(groups):
+        xis[2 * i, k] = scales[k]
+        xis[2 * i + 1, k] = -scales[k]
+    return xis
+
+
+def pair_probes(groups: Sequence[int], scales: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``c_j e_j + c_k e_k`` for every pair j < k of ``groups`` (the cross-curvature probes of ``full``)."""
+    pairs = list(combinations(groups, 2))
+    xis = torch.zeros(len(pairs), num_groups, dtype=torch.float64)
+    for i, (j, k) in enumerate(pairs):
+        xis[i, j] = scales[j]
+        xis[i, k] = scales[k]
+    return xis
+
+
+def random_probes(
+    groups: Sequence[int], scales: torch.Tensor, num_groups: int, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``count`` Gaussian probes, each with its antithetic twin (``2 count`` rows).
+
+    Gaussian rather than Rademacher entries: with ``xi_k = +-c`` every ``xi_k^2`` is the same constant and
+    the diagonal curvatures cannot be told apart. The antithetic pairs cancel all curvature terms in the
+    odd part of ``dL``, which keeps ``beta`` unbiased by cross-group curvature.
+    """
+    idx = torch.tensor(list(groups), dtype=torch.long)
+    half = torch.zeros(count, num_groups, dtype=torch.float64)
+    draws = torch.randn(count, len(groups), generator=generator, dtype=torch.float64)
+    half[:, idx] = draws * scales[idx]
+    return torch.cat([half, -half])
+
+
+def fit_quadratic(
+    xis: torch.Tensor, dls: torch.Tensor, groups: Sequence[int], cross: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares ``(beta, alpha)`` of the next-loss model from probes ``xis`` and loss changes ``dls``.
+
+    Only the groups in ``groups`` are unknowns; ``beta`` and ``alpha`` entries of other groups (and the
+    off-diagonal of ``alpha`` unless ``cross``) are NaN. Columns are normalised before solving because the
+    probe scales of different groups can differ by orders of magnitude.
+    """
+    num_groups = xis.shape[1]
+    groups = list(groups)
+    pairs = list(combinations(groups, 2)) if cross else []
+    cols = [-xis[:, k] for k in groups] + [0.5 * xis[:, k] ** 2 for k in groups]
+    cols += [xis[:, j] * xis[:, k] for j, k in pairs]
+    design = torch.stack(cols, dim=1)
+    norms = design.abs().amax(dim=0).clamp_min(torch.finfo(torch.float64).tiny)
+    solution = torch.linalg.lstsq(design / norms, dls.reshape(-1, 1).to(torch.float64)).solution
+    coef = solution.reshape(-1) / norms
+
+    beta = torch.full((num_groups,), float("nan"), dtype=torch.float64)
+    alpha = torch.full((num_groups, num_groups), float("nan"), dtype=torch.float64)
+    m = len(groups)
+    for i, k in enumerate(groups):
+        beta[k] = coef[i]
+        alpha[k, k] = coef[m + i]
+    for i, (j, k) in enumerate(pairs):
+        alpha[j, k] = alpha[k, j] = coef[2 * m + i]
+    return beta, alpha
+
+
+def probes_for(design: str, num_groups: int) -> int:
+    """Forward passes of one round of ``design`` over ``num_groups`` groups, the base point included."""
+    if design == "axis":
+        return 2 * num_groups + 1
+    if design == "full":
+        return 2 * num_groups + 1 + num_groups * (num_groups - 1) // 2
+    return 4 * num_groups + 1
