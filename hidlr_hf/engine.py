@@ -16,6 +16,7 @@ the parameters to ``w - lr_new * d``: the step taken already uses the new rates.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import random
@@ -293,6 +294,9 @@ class HiDLR:
                     f"Hi-DLR state has groups {names} but the optimizer has {self.group_names}; "
                     "resume with the same grouping scheme and model."
                 )
+            # The optimizer (and scheduler) may have been restored already: start from what they hold now,
+            # so the schedule's multiplier is kept when the saved base rates are written back.
+            self.base_rates = self._read_base_rates()
             self.set_base_rates(rates)
             self.num_steps = int(state["num_steps"])
             self.num_rounds = int(state["num_rounds"])
@@ -452,10 +456,14 @@ class HiDLR:
         K = self.num_groups
         scales = torch.full((K,), self.initial_probe_scale, dtype=torch.float64)
         noise = self.noise_tolerance * max(abs(base), 1e-30)
-        xis_all, dls_all = [], []
+        floor = {}
+
+        def curvature_signal(xis: torch.Tensor, dls: torch.Tensor, k: int) -> float:
+            # |L(+c) + L(-c) - 2 L(0)|: what alpha_kk is made of, and what float rounding can drown.
+            return float((dls[xis[:, k] > 0].sum() + dls[xis[:, k] < 0].sum()).abs())
 
         def grow(xis_fn):
-            # Re-probe only the weak groups; keep the rows of the others from earlier passes.
+            # Re-probe only the groups whose curvature is below noise; keep the others' rows.
             todo, rows, values = list(active), {}, {}
             while todo:
                 xis = xis_fn(todo)
@@ -463,8 +471,7 @@ class HiDLR:
                 weak = []
                 for k in todo:
                     rows[k], values[k] = xis, dls
-                    mask = xis[:, k] != 0
-                    if float(dls[mask].abs().max()) <= noise and scales[k] * self.scale_growth <= self.max_probe_scale:
+                    if curvature_signal(xis, dls, k) <= noise and scales[k] * self.scale_growth <= self.max_probe_scale:
                         weak.append(k)
                 for k in weak:
                     scales[k] *= self.scale_growth
@@ -473,14 +480,22 @@ class HiDLR:
 
         if self.design in ("axis", "full"):
             rows, values = grow(lambda groups: estimation.axis_probes(groups, scales, K))
+            plus = torch.full((K,), float("nan"), dtype=torch.float64)
+            minus = plus.clone()
             for k in active:
-                mask = rows[k][:, k] != 0
-                xis_all.append(rows[k][mask])
-                dls_all.append(values[k][mask])
+                plus[k] = values[k][rows[k][:, k] > 0][0]
+                minus[k] = values[k][rows[k][:, k] < 0][0]
+                floor[k] = float((plus[k] + minus[k]).abs()) <= noise
+            beta, alpha = estimation.axis_fit(plus, minus, scales)
+            off = ~torch.eye(K, dtype=torch.bool)
+            alpha[off] = float("nan")
+            for k in range(K):
+                if k not in active:
+                    beta[k] = alpha[k, k] = float("nan")
             if self.design == "full" and len(active) > 1:
-                xis = estimation.pair_probes(active, scales, K)
-                xis_all.append(xis)
-                dls_all.append(evaluate(xis) - base)
+                pairs = list(itertools.combinations(active, 2))
+                dls = evaluate(estimation.pair_probes(active, scales, K)) - base
+                estimation.pair_fit(pairs, dls, scales, beta, alpha)
         else:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_steps)
             while True:
@@ -488,14 +503,20 @@ class HiDLR:
                 pairs = max(1, math.ceil(self.random_probes * len(active) / 2))
                 xis = estimation.random_probes(active, scales, K, pairs, generator)
                 dls = evaluate(xis) - base
-                if float(dls.abs().max()) > noise or scales.max() * self.scale_growth > self.max_probe_scale:
+                even = (dls[:pairs] + dls[pairs:]).abs().max()
+                if float(even) > noise or scales.max() * self.scale_growth > self.max_probe_scale:
                     break
                 scales *= self.scale_growth
-            xis_all.append(xis)
-            dls_all.append(dls)
-        beta, alpha = estimation.fit_quadratic(
-            torch.cat(xis_all), torch.cat(dls_all), active, cross=self.design == "full"
-        )
+            for k in active:
+                floor[k] = float(even) <= noise
+            beta, alpha = estimation.fit_quadratic(xis, dls, active, cross=False)
+        for k in active:
+            # Curvature below noise even at the largest probe while the slope is clear: the step is deep in
+            # the linear regime, so the rate is far too small. The noise level bounds alpha_kk from above,
+            # which bounds the optimal multiplier from below: use that bound instead of "keep the rate".
+            bound = 2.0 * noise / float(scales[k]) ** 2
+            if floor[k] and float(beta[k]) * float(scales[k]) > noise and not float(alpha[k, k]) > bound:
+                alpha[k, k] = bound
         return beta, alpha, scales
 
     def _finish_step(self, active, params, snapshot, direction, old_lrs, factors) -> None:

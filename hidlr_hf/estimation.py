@@ -84,6 +84,28 @@ def fit_quadratic(
     return beta, alpha
 
 
+def axis_fit(plus: torch.Tensor, minus: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed form of the ``axis`` design (METHOD.md section 4), NaN-free only where probed.
+
+    ``beta_k = (dL(-c e_k) - dL(+c e_k)) / (2c)`` and ``alpha_kk = (dL(+c e_k) + dL(-c e_k)) / c^2``, with dL
+    measured from L(0). Written out rather than solved: the same inputs give the same bits on every run,
+    which a resumed run relies on.
+    """
+    beta = (minus - plus) / (2 * scales)
+    return beta, torch.diag_embed((plus + minus) / scales**2)
+
+
+def pair_fit(
+    pairs: list[tuple[int, int]], dls: torch.Tensor, scales: torch.Tensor, beta: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """Cross curvatures from ``dL(c_j e_j + c_k e_k)``, given the axis estimates; fills ``alpha`` in place."""
+    for (j, k), dl in zip(pairs, dls.tolist()):
+        cj, ck = float(scales[j]), float(scales[k])
+        rest = dl + cj * beta[j] + ck * beta[k] - 0.5 * cj**2 * alpha[j, j] - 0.5 * ck**2 * alpha[k, k]
+        alpha[j, k] = alpha[k, j] = rest / (cj * ck)
+    return alpha
+
+
 def probes_for(design: str, num_groups: int) -> int:
     """Forward passes of one round of ``design`` over ``num_groups`` groups, the base point included."""
     if design == "axis":

@@ -1,0 +1,588 @@
+"""The engine against analytic values, an exact-Hessian reference, and the plain optimizer."""
+
+import copy
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from hidlr_hf import HiDLR, HiDLRError
+
+SIZES = [4, 5, 6]
+
+
+def quadratic(cross: bool, seed: int = 0):
+    """L(w) = 1/2 (w - w*)^T H (w - w*) with groups of SIZES; H block-diagonal across groups unless ``cross``."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(SIZES)
+    M = torch.randn(n, n, generator=g, dtype=torch.float64)
+    H = M @ M.T / n + torch.eye(n, dtype=torch.float64)
+    if not cross:
+        mask = torch.zeros(n, n, dtype=torch.bool)
+        start = 0
+        for m in SIZES:
+            mask[start : start + m, start : start + m] = True
+            start += m
+        H = torch.where(mask, H, torch.zeros_like(H))
+    wstar = torch.randn(n, generator=g, dtype=torch.float64)
+    params = [torch.nn.Parameter(torch.randn(m, generator=g, dtype=torch.float64)) for m in SIZES]
+
+    def loss():
+        e = torch.cat(list(params)) - wstar
+        return 0.5 * e @ H @ e
+
+    return params, H, loss
+
+
+def analytic_b_A(G, d, H):
+    """b_k = G_k . d_k and A_jk = d_j . H_jk d_k, by blocks."""
+    bounds = np.cumsum([0] + SIZES)
+    blocks = [slice(bounds[k], bounds[k + 1]) for k in range(len(SIZES))]
+    b = torch.stack([G[s] @ d[s] for s in blocks])
+    A = torch.stack([torch.stack([d[sj] @ H[sj, sk] @ d[sk] for sk in blocks]) for sj in blocks])
+    return b, A
+
+
+def rel_err(x, y):
+    return float((x - y).abs().max() / y.abs().max())
+
+
+@pytest.mark.parametrize("design,cross,tol", [("axis", True, 1e-6), ("full", True, 1e-6), ("random", False, 1e-3)])
+def test_quadratic_matches_analytic(design, cross, tol):
+    params, H, loss = quadratic(cross)
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, [0.1, 0.05, 0.2])])
+    hidlr = HiDLR(opt, design=design, every=1)
+    loss().backward()
+    G = torch.cat([p.grad for p in params]).clone()
+    est = hidlr.step(loss)
+    b, A = analytic_b_A(G, G, H)  # plain SGD: the direction d is the gradient
+    assert est.status == "ok"
+    assert rel_err(est.b, b) < tol
+    assert rel_err(est.A.diagonal(), A.diagonal()) < tol
+    if design == "full":
+        assert rel_err(est.A, A) < tol
+        assert torch.allclose(est.optimal_rate, torch.linalg.solve(A, b), rtol=1e-6)
+    else:
+        off = ~torch.eye(3, dtype=torch.bool)
+        assert torch.isnan(est.A[off]).all()  # not measured by axis / random
+        assert torch.allclose(est.optimal_rate, b / A.diagonal(), rtol=max(tol, 1e-9) * 10)
+    gain = b**2 / (2 * A.diagonal())
+    assert torch.allclose(est.influence, gain / torch.tensor(SIZES, dtype=torch.float64), rtol=max(tol, 1e-9) * 10)
+    assert est.forward_passes == {"axis": 7, "full": 10, "random": 13}[design]
+
+
+def _flat(ts):
+    return torch.cat([t.reshape(-1) for t in ts])
+
+
+def _hvp_reference(model, loss_fn, direction):
+    """Exact b and A from torch.func: gradient and Hessian-vector products (reverse over reverse), float64."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def f(trainable):
+        merged = dict(base)
+        merged.update(trainable)
+        return loss_fn(torch.func.functional_call(model, merged, ()))
+
+    w = {n: base[n] for n in names}
+    G = torch.func.grad(f)(w)
+    def hvp(v):
+        def dot(trainable):
+            g = torch.func.grad(f)(trainable)
+            return sum((g[n] * v[n]).sum() for n in g)
+
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            return torch.func.grad(dot)(w)
+
+    return names, G, hvp
+
+
+def _check_against_reference(model, make_groups, loss_fn, rtol_b, rtol_A):
+    model = model.double()
+    opt = torch.optim.AdamW(make_groups(model), weight_decay=0.01)
+    named = dict(model.named_parameters())
+    # Warm the optimizer so the direction is Adam's, not the first step's sign(g).
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(model()).backward()
+        opt.step()
+    opt.zero_grad()
+    loss_fn(model()).backward()
+    # The optimizer's own direction, from a copy stepped at unit rate.
+    twin = copy.deepcopy((model, opt))
+    t_model, t_opt = twin
+    for p, q in zip(model.parameters(), t_model.parameters()):
+        q.grad = p.grad.clone()
+    for g in t_opt.param_groups:
+        g["lr"] = 1.0
+    before = {n: p.detach().clone() for n, p in t_model.named_parameters()}
+    t_opt.step()
+    d = {n: before[n] - p.detach() for n, p in t_model.named_parameters()}
+
+    hidlr = HiDLR(opt, design="full", every=1, model=model, noise_tolerance=0.0)
+    names, G, hvp = _hvp_reference(model, loss_fn, d)
+    est = hidlr.step(lambda: loss_fn(model()))
+    assert est.status == "ok"
+    K = hidlr.num_groups
+    group_of = {}
+    for k, members in enumerate(hidlr.members):
+        for i in members:
+            for p in opt.param_groups[i]["params"]:
+                group_of[next(n for n, q in named.items() if q is p)] = k
+    b = torch.zeros(K, dtype=torch.float64)
+    for n in names:
+        b[group_of[n]] += (G[n] * d[n]).sum()
+    A = torch.zeros(K, K, dtype=torch.float64)
+    for k in range(K):
+        vk = {n: d[n] if group_of[n] == k else torch.zeros_like(d[n]) for n in names}
+        Hv = hvp(vk)
+        for j in range(K):
+            A[j, k] = sum((d[n] * Hv[n]).sum() for n in names if group_of[n] == j)
+    assert rel_err(est.b, b) < rtol_b, (est.b, b)
+    assert rel_err(est.A, A) < rtol_A, (est.A, A)
+
+
+def test_mlp_against_exact_hessian():
+    torch.manual_seed(0)
+    x = torch.randn(64, 8, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,))
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self):
+            return self.net(x.to(self.net[0].weight.dtype))
+
+    def groups(m):
+        return [
+            {"params": [m.net[0].weight], "lr": 3e-4},
+            {"params": [m.net[0].bias, m.net[2].bias], "lr": 3e-4},
+            {"params": [m.net[2].weight], "lr": 6e-4},
+        ]
+
+    # Tolerances: central differences carry third-order terms, relative size O((lr |d|)^2).
+    _check_against_reference(Wrapped(), groups, lambda out: torch.nn.functional.cross_entropy(out, y), 1e-4, 1e-3)
+
+
+def test_tiny_transformer_against_exact_hessian():
+    torch.manual_seed(1)
+    layer = torch.nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.0, batch_first=True)
+    head = torch.nn.Linear(16, 2)
+    x = torch.randn(8, 5, 16, dtype=torch.float64)
+    y = torch.randint(0, 2, (8,))
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.head = layer, head
+
+        def forward(self):
+            return self.head(self.layer(x).mean(dim=1))
+
+    def groups(m):
+        attn = [p for n, p in m.layer.named_parameters() if n.startswith("self_attn")]
+        mlp = [p for n, p in m.layer.named_parameters() if n.startswith("linear")]
+        norm = [p for n, p in m.layer.named_parameters() if n.startswith("norm")]
+        return [
+            {"params": attn, "lr": 1e-4},
+            {"params": mlp, "lr": 1e-4},
+            {"params": norm, "lr": 1e-4},
+            {"params": list(m.head.parameters()), "lr": 1e-4},
+        ]
+
+    # Eval mode would take the fused fast path, whose numerics differ from the reference's.
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _check_against_reference(Tiny(), groups, lambda out: torch.nn.functional.cross_entropy(out, y), 1e-3, 1e-2)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+def _regression(seed=0, n=256):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 6, generator=g)
+    X[:, 3:] *= 4.0  # a second group with 16x the curvature
+    w = torch.randn(6, 1, generator=g)
+    y = X @ w + 0.1 * torch.randn(n, 1, generator=g)
+    return X, y
+
+
+def _model():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 1, bias=False), torch.nn.Linear(3, 1)
+    return a, b
+
+
+def _loss(a, b, X, y):
+    return torch.nn.functional.mse_loss(a(X[:, :3]) + b(X[:, 3:]), y)
+
+
+def test_no_probe_due_is_bit_identical_to_plain_optimizer():
+    X, y = _regression()
+    runs = []
+    for use_hidlr in (False, True):
+        a, b = _model()
+        opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+        hidlr = HiDLR(opt, every=1) if use_hidlr else None
+        for i in range(20):
+            opt.zero_grad()
+            _loss(a, b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
+            hidlr.step() if use_hidlr else opt.step()  # no closure: no probe is ever run
+        runs.append(([p.detach().clone() for p in (*a.parameters(), *b.parameters())], opt.state_dict()))
+    for p, q in zip(runs[0][0], runs[1][0]):
+        assert torch.equal(p, q)
+    for s, t in zip(runs[0][1]["state"].values(), runs[1][1]["state"].values()):
+        for key in s:
+            assert torch.equal(torch.as_tensor(s[key]), torch.as_tensor(t[key]))
+
+
+def test_between_rounds_steps_are_plain_optimizer_steps():
+    X, y = _regression()
+    a, b = _model()
+    opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+    hidlr = HiDLR(opt, every=50)
+    opt.zero_grad()
+    _loss(a, b, X[:8], y[:8]).backward()
+    assert hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132])) is not None
+    twin_a, twin_b, twin_opt = copy.deepcopy((a, b, opt))
+    for i in range(1, 20):
+        for m_a, m_b, o, h in ((a, b, opt, hidlr), (twin_a, twin_b, twin_opt, None)):
+            o.zero_grad()
+            _loss(m_a, m_b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
+            if h is None:
+                o.step()
+            else:
+                assert not h.probe_due
+                assert h.step(lambda: _loss(m_a, m_b, X[100:132], y[100:132])) is None
+    for p, q in zip((*a.parameters(), *b.parameters()), (*twin_a.parameters(), *twin_b.parameters())):
+        assert torch.equal(p, q)
+
+
+def test_probe_step_advances_adam_state_exactly_once():
+    X, y = _regression()
+    a, b = _model()
+    opt = torch.optim.Adam([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+    twin_a, twin_b, twin_opt = copy.deepcopy((a, b, opt))
+    hidlr = HiDLR(opt, every=1)
+    for i in range(5):
+        for m_a, m_b, o in ((a, b, opt), (twin_a, twin_b, twin_opt)):
+            o.zero_grad()
+            _loss(m_a, m_b, X[:8], y[:8]).backward()
+        # The twin takes a plain step from the same parameters and state with the rates now in force.
+        for g, h in zip(twin_opt.param_groups, opt.param_groups):
+            g["lr"] = h["lr"]
+        twin_opt.step()
+        hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+        for p, q in zip((*a.parameters(), *b.parameters()), (*twin_a.parameters(), *twin_b.parameters())):
+            s, t = opt.state[p], twin_opt.state[q]
+            assert float(s["step"]) == float(t["step"]) == i + 1
+            assert torch.equal(s["exp_avg"], t["exp_avg"])
+            assert torch.equal(s["exp_avg_sq"], t["exp_avg_sq"])
+        # Re-align the twin's parameters with the Hi-DLR run for the next comparison.
+        with torch.no_grad():
+            for p, q in zip((*a.parameters(), *b.parameters()), (*twin_a.parameters(), *twin_b.parameters())):
+                q.copy_(p)
+
+
+def test_step_taken_on_probe_step_uses_new_rates():
+    X, y = _regression()
+    a, b = _model()
+    opt = torch.optim.SGD([{"params": a.parameters(), "lr": 1e-3}, {"params": b.parameters(), "lr": 1e-3}])
+    hidlr = HiDLR(opt, every=1)
+    opt.zero_grad()
+    _loss(a, b, X[:8], y[:8]).backward()
+    before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    grads = [p.grad.clone() for p in (*a.parameters(), *b.parameters())]
+    est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    assert est.rate[0] != 1e-3 and est.rate[1] != 1e-3
+    lrs = [float(est.rate[0])] * 1 + [float(est.rate[1])] * 2
+    for p, w, g, lr in zip((*a.parameters(), *b.parameters()), before, grads, lrs):
+        assert torch.allclose(p.detach(), w - lr * g, rtol=0, atol=1e-7)
+
+
+def _setup_fault_run(trust_region=2.0):
+    X, y = _regression()
+    a, b = _model()
+    model = torch.nn.ModuleDict({"a": a, "b": b})
+    opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+    hidlr = HiDLR(opt, every=1, model=model, trust_region=trust_region)
+    opt.zero_grad()
+    _loss(a, b, X[:8], y[:8]).backward()
+    return X, y, model, opt, hidlr
+
+
+@pytest.mark.parametrize("fault", ["nan", "inf", "raise"])
+def test_faulty_closure_restores_bit_exact(fault):
+    # Reference: the same round with a trust region of 1, which measures but keeps every rate.
+    X, y, model, opt, hidlr = _setup_fault_run(trust_region=1.0)
+    hidlr.step(lambda: _loss(model["a"], model["b"], X[100:132], y[100:132]))
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    X, y, model, opt, hidlr = _setup_fault_run()
+    calls = []
+
+    def closure():
+        calls.append(1)
+        if len(calls) < 3:
+            return _loss(model["a"], model["b"], X[100:132], y[100:132])
+        if fault == "raise":
+            raise RuntimeError("probe batch failed")
+        return torch.tensor(float("nan") if fault == "nan" else float("inf"))
+
+    rates_before = list(hidlr.base_rates)
+    est = hidlr.step(closure)
+    assert est.status.startswith("discarded")
+    assert hidlr.base_rates == rates_before
+    assert hidlr.discarded_rounds == 1
+    for p, q in zip(model.parameters(), expected):
+        assert torch.equal(p, q)
+    assert hidlr.probe_due  # retried at the next step
+
+
+def test_keyboard_interrupt_completes_step_and_reraises():
+    X, y, model, opt, hidlr = _setup_fault_run(trust_region=1.0)
+    hidlr.step(lambda: _loss(model["a"], model["b"], X[100:132], y[100:132]))
+    expected = [p.detach().clone() for p in model.parameters()]
+    X, y, model, opt, hidlr = _setup_fault_run()
+    rates = list(hidlr.base_rates)
+
+    def closure():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        hidlr.step(closure)
+    assert hidlr.base_rates == rates
+    assert [g["lr"] for g in opt.param_groups] == rates
+    for p, q in zip(model.parameters(), expected):
+        assert torch.equal(p, q)
+
+
+def test_rng_streams_and_model_mode_untouched():
+    X, y, model, opt, hidlr = _setup_fault_run()
+    model.train()
+    model["b"].eval()  # a mixed state must come back as it was
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(7)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(7)
+
+    def closure():
+        assert not model.training and not model["a"].training
+        torch.rand(100), random.random(), np.random.rand()  # a closure that consumes randomness
+        return _loss(model["a"], model["b"], X[100:132], y[100:132])
+
+    assert hidlr.step(closure).status == "ok"
+    assert (torch.rand(3), random.random(), np.random.rand())[1:] == expected[1:]
+    torch.manual_seed(123)
+    assert model.training and model["a"].training and not model["b"].training
+
+
+def test_rng_stream_untouched_torch():
+    X, y, model, opt, hidlr = _setup_fault_run()
+    torch.manual_seed(9)
+    reference = torch.rand(4)
+    torch.manual_seed(9)
+    hidlr.step(lambda: (torch.randn(50), _loss(model["a"], model["b"], X[100:132], y[100:132]))[1])
+    assert torch.equal(torch.rand(4), reference)
+
+
+def _run_from(lr, steps=200, seed=0):
+    X, y = _regression(seed, n=4096)
+    a, b = _model()
+    opt = torch.optim.SGD([{"params": a.parameters(), "lr": lr}, {"params": b.parameters(), "lr": lr}])
+    hidlr = HiDLR(opt, every=1)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(X), (32,), generator=g)
+        probe = torch.randint(0, len(X), (64,), generator=g)
+        opt.zero_grad()
+        _loss(a, b, X[idx], y[idx]).backward()
+        hidlr.step(lambda: _loss(a, b, X[probe], y[probe]))
+    return hidlr.base_rates
+
+
+def test_start_rate_does_not_matter_on_convex_problem():
+    low, high = _run_from(1e-7), _run_from(1e-2)
+    for r_low, r_high in zip(low, high):
+        assert 0.5 <= r_low / r_high <= 2.0, (low, high)
+    # The two groups' curvatures differ by 16x: their rates must differ clearly too.
+    assert low[0] / low[1] > 4
+
+
+def test_state_dict_round_trip_resumes_identically():
+    X, y = _regression()
+
+    def run(steps, resume_at=None):
+        a, b = _model()
+        opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+        hidlr = HiDLR(opt, every="auto", calibration_rounds=3)
+        for i in range(steps):
+            if resume_at is not None and i == resume_at:
+                saved = copy.deepcopy((a.state_dict(), b.state_dict(), opt.state_dict(), hidlr.state_dict()))
+                a, b = _model()
+                opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 5.0}, {"params": b.parameters(), "lr": 5.0}])
+                hidlr = HiDLR(opt, every="auto", calibration_rounds=3)
+                a.load_state_dict(saved[0])
+                b.load_state_dict(saved[1])
+                opt.load_state_dict(saved[2])
+                hidlr.load_state_dict(saved[3])
+            opt.zero_grad()
+            _loss(a, b, X[i * 8 % 200 : i * 8 % 200 + 8], y[i * 8 % 200 : i * 8 % 200 + 8]).backward()
+            hidlr.step(lambda: _loss(a, b, X[200:232], y[200:232]))
+        return [p.detach().clone() for p in (*a.parameters(), *b.parameters())], hidlr.state_dict()
+
+    straight, resumed = run(30), run(30, resume_at=13)
+    for p, q in zip(straight[0], resumed[0]):
+        assert torch.equal(p, q)
+    for state in (straight[1], resumed[1]):
+        state.pop("probe_seconds")  # wall-clock, the one thing allowed to differ
+    assert straight[1] == resumed[1]
+    assert [h["step"] for h in straight[1]["history"]] == [0, 1, 2, 4, 8, 16]
+
+
+def test_auto_schedule_spaces_rounds_within_budget():
+    from hidlr_hf.rates import ProbeSchedule
+
+    schedule = ProbeSchedule("auto", calibration_rounds=4, overhead_budget=0.05, step_cost=3.0)
+    steps, rounds = [], 0
+    for step in range(2000):
+        if schedule.due(step):
+            rounds += 1
+            steps.append(step)
+            schedule.after_round(step, rounds, forward_passes=13)
+    assert steps[:4] == [0, 1, 2, 3]
+    gaps = np.diff(steps)
+    assert gaps.max() == math.ceil(13 / (3 * 0.05))  # 87 steps: 13 forwards per 87 steps of 3 = 5%
+    assert all(g2 >= g1 for g1, g2 in zip(gaps, gaps[1:]))
+    late = [s for s in steps if s >= 1000]
+    assert 13 * len(late) / (3 * 1000) <= 0.05 + 1e-9
+
+
+class _SquareLR(torch.optim.SGD):
+    """Steps by lr**2 * grad: not linear in the learning rate."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"] ** 2)
+
+
+class _LrInState(torch.optim.SGD):
+    """Linear displacement, but remembers the learning rate in its state."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.state[p]["seen_lr"] = torch.tensor(group["lr"])
+                    p.add_(p.grad, alpha=-group["lr"])
+
+
+@pytest.mark.parametrize("cls", [_SquareLR, _LrInState])
+def test_nonlinear_optimizer_refused_without_damage(cls):
+    X, y = _regression()
+    a, b = _model()
+    opt = cls([{"params": a.parameters(), "lr": 0.1}, {"params": b.parameters(), "lr": 0.1}])
+    hidlr = HiDLR(opt, every=1)
+    opt.zero_grad()
+    _loss(a, b, X[:8], y[:8]).backward()
+    before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    with pytest.raises(HiDLRError, match="not linear in the learning rate"):
+        hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    for p, w in zip((*a.parameters(), *b.parameters()), before):
+        assert torch.equal(p, w)
+    assert not opt.state or all(not s for s in opt.state.values())
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1]
+
+
+def test_known_nonlinear_optimizers_refused_by_name():
+    p = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(HiDLRError, match="Rprop"):
+        HiDLR(torch.optim.Rprop([p]))
+    from transformers.optimization import Adafactor
+
+    with pytest.raises(HiDLRError, match="relative_step"):
+        HiDLR(Adafactor([p], lr=None, relative_step=True))
+
+
+def test_linear_optimizers_accepted():
+    X, y = _regression()
+    for make in (
+        lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, nesterov=True),
+        lambda ps: torch.optim.Adagrad(ps, lr=0.01),
+        lambda ps: torch.optim.RMSprop(ps, lr=0.01),
+        lambda ps: torch.optim.AdamW(ps, lr=0.01, foreach=False),
+        lambda ps: torch.optim.NAdam(ps, lr=0.01),
+    ):
+        a, b = _model()
+        opt = make([{"params": a.parameters()}, {"params": b.parameters()}])
+        hidlr = HiDLR(opt, every=1)
+        for _ in range(2):
+            opt.zero_grad()
+            _loss(a, b, X[:8], y[:8]).backward()
+            assert hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132])).status == "ok"
+
+
+def test_tied_groups_share_one_rate_and_scheduler_multiplies():
+    X, y = _regression()
+    a, b = _model()
+    opt = torch.optim.AdamW(
+        [
+            {"params": [a.weight], "lr": 1e-2, "hidlr_group": "x", "weight_decay": 0.1},
+            {"params": [b.weight], "lr": 1e-2, "hidlr_group": "x", "weight_decay": 0.1},
+            {"params": [b.bias], "lr": 1e-2, "hidlr_group": "x", "weight_decay": 0.0},
+        ]
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    with pytest.raises(HiDLRError, match="lr_scheduler"):
+        HiDLR(opt)
+    hidlr = HiDLR(opt, every=1, lr_scheduler=sched)
+    assert hidlr.group_names == ["x"]
+    opt.zero_grad()
+    _loss(a, b, X[:8], y[:8]).backward()
+    est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    sched.step()
+    assert est.rate.shape == (1,)
+    assert sched.base_lrs == [float(est.rate[0])] * 3
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5 * float(est.rate[0])] * 3)
+
+
+def test_bad_arguments():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.SGD([p], lr=0.1)
+    for kwargs, match in (
+        ({"design": "diagonal"}, "Unknown design"),
+        ({"every": 0}, "positive integer"),
+        ({"every": -3}, "positive integer"),
+        ({"trust_region": 0.5}, "trust_region"),
+        ({"smoothing": 2.0}, "smoothing"),
+        ({"lr_min": 1.0, "lr_max": 0.1}, "lr_min"),
+    ):
+        with pytest.raises(HiDLRError, match=match):
+            HiDLR(opt, **kwargs)
+
+
+def test_frozen_group_is_not_probed_and_keeps_zero_rate():
+    X, y = _regression()
+    a, b = _model()
+    opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 0.0}, {"params": b.parameters(), "lr": 1e-2}])
+    hidlr = HiDLR(opt, every=1)
+    opt.zero_grad()
+    _loss(a, b, X[:8], y[:8]).backward()
+    w = a.weight.detach().clone()
+    est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    assert est.verdict[0] == "inactive" and math.isnan(float(est.b[0]))
+    assert est.rate[0] == 0.0 and torch.equal(a.weight, w)
+    assert est.forward_passes == 3
