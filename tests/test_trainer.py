@@ -273,3 +273,25 @@ def test_minilm_real_weights_on_rte(tmp_path, glue_dir):
     assert set(k.split("/")[-1] for k in bases) == {"embeddings", "attention", "mlp", "norm", "bias", "pooler", "head"}
     assert len({round(v, 14) for v in bases.values()}) > 1
     assert all(h["status"] == "ok" for h in trainer.hidlr.history)
+
+
+@pytest.mark.parametrize(
+    "scheduler",
+    ["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial", "inverse_sqrt",
+     "warmup_stable_decay"],
+)
+def test_every_scheduler_multiplies_base_rates(tmp_path, scheduler):
+    kwargs = {"lr_scheduler_kwargs": {"num_decay_steps": 2}} if scheduler == "warmup_stable_decay" else {}
+    trainer = run_script(
+        HiDLRTrainer, HiDLRTrainingArguments, tmp_path, lr_scheduler_type=scheduler, warmup_steps=1, max_steps=4,
+        hidlr_every="1", logging_steps=1, **kwargs,
+    )
+    engine = trainer.hidlr
+    assert engine.num_rounds == 4
+    sched = getattr(trainer.lr_scheduler, "base_lrs", None)
+    if sched is not None:  # LambdaLR family: the scheduler holds exactly Hi-DLR's base rates
+        by_group = [sched[m[0]] for m in engine.members]
+        assert by_group == pytest.approx(engine.base_rates, rel=1e-12)
+    # Every group's rate in force is its base rate times one common schedule multiplier.
+    ratios = {round(lr / base, 9) for lr, base in zip(engine.rates_in_force(), engine.base_rates)}
+    assert len(ratios) == 1
