@@ -157,10 +157,12 @@ class HiDLRCallback(TrainerCallback):
         self.settings = settings_from(trainer.args, self.overrides)
         if not self.settings["hidlr"]:
             return
-        if trainer.is_deepspeed_enabled and "optimizer" in (getattr(trainer.accelerator.state.deepspeed_plugin, "deepspeed_config", {}) or {}):
+        if getattr(trainer, "is_deepspeed_enabled", False):
+            # DeepSpeed steps fp32 master weights that Hi-DLR cannot move to w - lr d; with an "optimizer" section
+            # it also bypasses create_optimizer. Either way the rates would be wrong, so refuse at the start.
             raise HiDLRError(
-                "The DeepSpeed config has its own \"optimizer\" section, which bypasses the Trainer's create_optimizer and "
-                "so Hi-DLR's parameter groups; remove that section (the Trainer then builds the optimizer) or turn Hi-DLR off."
+                "Hi-DLR does not support DeepSpeed: its optimizer keeps master weights Hi-DLR cannot set (and an "
+                "\"optimizer\" section bypasses Hi-DLR's parameter groups); use DDP or FSDP, or turn Hi-DLR off."
             )
         from .trainer import HiDLRTrainer
 
@@ -240,6 +242,8 @@ class HiDLRCallback(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.engine is None:
             return
+        if self.frozen:
+            self._drop_frozen_grads()
         if self.engine.probe_due:
             self._probe_inputs = self._draw_probe_batch()
         self.engine.pre_step()
@@ -271,6 +275,12 @@ class HiDLRCallback(TrainerCallback):
         folder = os.path.join(output_dir, f"checkpoint-{state.global_step}")
         if os.path.isdir(folder):
             self.save_state(folder)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # Next to the final model, so `hidlr export <output_dir>` works on a finished run.
+        if self.engine is not None and args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            self.save_state(args.output_dir)
 
     # -- state ---------------------------------------------------------------------------------------
 
@@ -324,19 +334,24 @@ class HiDLRCallback(TrainerCallback):
         return int(self.trainer.args.seed if seed is None else seed)
 
     def _draw_probe_batch(self):
-        """A fresh training batch, chosen by (seed, rank, step) alone: a resumed run draws the same batches."""
+        """A fresh training batch chosen by (seed, step) alone, so a resumed run draws the same batches.
+
+        All ranks draw the same global sample of ``world_size * probe_batch_size`` indices and each takes its own
+        slice: the mean of the ranks' probe losses is then the loss on the global probe batch, exactly what one
+        process with the same global batch would measure.
+        """
         trainer = self.trainer
         dataset = trainer.train_dataset
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise HiDLRError("Hi-DLR draws probe batches by index and needs a map-style train_dataset (with __len__).")
         if not hasattr(self, "_collator"):
             self._collator = trainer._get_collator_with_removed_columns(trainer.data_collator, description="hidlr probe")
-        rank = trainer.args.process_index
-        generator = torch.Generator().manual_seed(
-            (self._seed() * 1_000_003 + rank * 7919 + self.engine.num_steps) % (2**63)
-        )
-        size = min(self._probe_bs, len(dataset))
-        indices = torch.randperm(len(dataset), generator=generator)[:size].tolist()
+        rank, world = trainer.args.process_index, trainer.args.world_size
+        generator = torch.Generator().manual_seed((self._seed() * 1_000_003 + self.engine.num_steps) % (2**63))
+        size = min(self._probe_bs, len(dataset) // world)
+        if size < 1:
+            raise HiDLRError(f"The training set has {len(dataset)} rows, too few for a probe batch on each of {world} processes.")
+        indices = torch.randperm(len(dataset), generator=generator)[rank * size : (rank + 1) * size].tolist()
         batch = self._collator([dataset[i] for i in indices])
         return trainer._prepare_inputs(batch)
 
@@ -446,6 +461,15 @@ class HiDLRCallback(TrainerCallback):
                         # their gradients are dropped, LR 0 keeps them fixed.
                         p.requires_grad_(False)
 
+    def _drop_frozen_grads(self) -> None:
+        """Under DDP frozen parameters keep requires_grad (the reducer expects them); drop their gradients before
+        the optimizer sees them, so they get no update and no optimizer state."""
+        for k, keep in enumerate(self.frozen["kept"]):
+            if not keep:
+                for i in self.engine.members[k]:
+                    for p in self.engine.optimizer.param_groups[i]["params"]:
+                        p.grad = None
+
     def _group_param_names(self) -> list:
         if self._group_names_params is None:
             names = {id(p): n for n, p in self.trainer.model.named_parameters()}
@@ -470,6 +494,7 @@ def _model_facts(model) -> dict:
         "num_layers": getattr(config, "num_hidden_layers", None),
         "base_model_prefix": getattr(inner, "base_model_prefix", None),
         "is_peft": hasattr(model, "peft_config"),
+        "total_params": sum(p.numel() for p in model.parameters()),
     }
 
 

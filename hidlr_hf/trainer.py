@@ -46,6 +46,12 @@ class HiDLRTrainer(Trainer):
         if self.hidlr_callback is not None:
             self.hidlr_callback.note_checkpoint(checkpoint)
 
+    def save_model(self, output_dir=None, _internal_call=False):
+        """Save the model and, beside it, the Hi-DLR state (so ``hidlr export`` works on that folder)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.hidlr is not None and self.args.should_save and not _internal_call:
+            self.hidlr_callback.save_state(output_dir or self.args.output_dir)
+
     def export_peft_config(self, out_dir: str, budget=None) -> str:
         """Write the discovered adapter (``adapter_config.json`` + ``hidlr_mask.json``) to ``out_dir``.
 

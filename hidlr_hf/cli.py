@@ -1,0 +1,42 @@
+"""The ``hidlr`` command: ``hidlr export RUN_OR_CHECKPOINT_DIR --out DIR [--budget B]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import HiDLRError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hidlr", description="Hi-DLR tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    export = sub.add_parser(
+        "export",
+        help="export the PEFT adapter a Hi-DLR run discovered",
+        description="Write adapter_config.json (peft) and hidlr_mask.json for the groups a Hi-DLR run kept, or, "
+        "with --budget, for the most influential groups under that budget.",
+    )
+    export.add_argument("run", help="a run's output_dir or one of its checkpoint-* folders")
+    export.add_argument("--out", required=True, help="folder to write the adapter config and mask into")
+    export.add_argument(
+        "--budget", default=None, help="rank groups now under this budget: a fraction (0.01), a count (150000), or top3"
+    )
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "export":
+            from .export import export_from_dir
+
+            print(export_from_dir(args.run, args.out, budget=args.budget))
+    except HiDLRError as exc:
+        print(f"hidlr: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

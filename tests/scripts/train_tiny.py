@@ -1,0 +1,59 @@
+"""A small Trainer script for the multi-process tests: tiny RoBERTa, toy data, HiDLRTrainer, `--hidlr_*` flags.
+
+Run as ``python train_tiny.py --output_dir D ...``, under ``torchrun``, or under ``accelerate launch``; rank 0
+writes ``D/result.json`` with the final rates, influence and a parameter checksum.
+"""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import HfArgumentParser, RobertaConfig, RobertaForSequenceClassification
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from conftest import toy_dataset  # noqa: E402
+
+from hidlr_hf import HiDLRTrainer, HiDLRTrainingArguments  # noqa: E402
+
+
+@dataclass
+class ScriptArguments:
+    resume: str = field(default=None, metadata={"help": "checkpoint to resume from"})
+    rows: int = field(default=128, metadata={"help": "training rows"})
+
+
+def main():
+    script, args = HfArgumentParser((ScriptArguments, HiDLRTrainingArguments)).parse_args_into_dataclasses()
+    torch.manual_seed(0)
+    cfg = RobertaConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=40, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    model = RobertaForSequenceClassification(cfg)
+    trainer = HiDLRTrainer(model=model, args=args, train_dataset=toy_dataset(n=script.rows))
+    trainer.train(resume_from_checkpoint=script.resume)
+    engine = trainer.hidlr
+    if trainer.is_world_process_zero():
+        frozen = trainer.hidlr_callback.frozen
+        result = {
+            "world_size": args.world_size,
+            "group_names": engine.group_names,
+            "base_rates": engine.base_rates,
+            "influence": engine.influence.mean,
+            "rounds": engine.num_rounds,
+            "steps": trainer.state.global_step,
+            "logged_rate_keys": sorted(k for h in trainer.state.log_history for k in h if k.startswith("hidlr/lr/")),
+            "params": {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters()},
+            "kept": frozen["kept"] if frozen else None,
+            "trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        }
+        with open(os.path.join(args.output_dir, "result.json"), "w") as fh:
+            json.dump(result, fh)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

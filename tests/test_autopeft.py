@@ -1,0 +1,189 @@
+"""Automatic PEFT in training: freeze by influence mid-run, resume, export a peft config, reuse it."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_roberta, toy_dataset
+
+from hidlr_hf import HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
+from hidlr_hf.cli import main as hidlr_main
+from hidlr_hf.peft_export import canonical_name
+
+
+def make_trainer(tmp_path, model=None, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path), max_steps=8, per_device_train_batch_size=8, logging_steps=1, report_to="none",
+        learning_rate=1e-3, seed=0, save_strategy="no", disable_tqdm=True, hidlr_every="1",
+        hidlr_grouping="module_type_by_layer", hidlr_freeze_at="3", hidlr_trainable_budget="0.2",
+        hidlr_max_probe_scale=1.0,  # no probe-scale growth: keeps these tests fast
+    )
+    kwargs.update(overrides)
+    return HiDLRTrainer(model=model or tiny_roberta(), args=HiDLRTrainingArguments(**kwargs), train_dataset=toy_dataset())
+
+
+class Snapshots:
+    """Parameters right after the freeze, to compare with the end of training."""
+
+    def __init__(self, trainer):
+        self.at_freeze = None
+        cb = trainer.hidlr_callback
+        real = cb._apply_freeze
+
+        def spy(kept):
+            real(kept)
+            self.at_freeze = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+        cb._apply_freeze = spy
+
+
+def frozen_names(trainer):
+    cb = trainer.hidlr_callback
+    names = cb._group_param_names()
+    return {n for k, keep in enumerate(cb.frozen["kept"]) if not keep for n in names[k]}
+
+
+def test_freeze_mid_run(tmp_path):
+    trainer = make_trainer(tmp_path)
+    snaps = Snapshots(trainer)
+    trainer.train()
+    cb, engine = trainer.hidlr_callback, trainer.hidlr
+    assert cb.frozen is not None and cb.frozen["step"] == 3
+    kept = dict(zip(engine.group_names, cb.frozen["kept"]))
+    assert kept["head"] and not all(kept.values())
+    total = sum(p.numel() for p in trainer.model.parameters())
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    assert trainable == cb.frozen["trainable_params"] <= 0.2 * total
+    frozen = frozen_names(trainer)
+    params = dict(trainer.model.named_parameters())
+    inner = trainer.optimizer.optimizer
+    for name in frozen:
+        assert torch.equal(params[name], snaps.at_freeze[name]), name  # bit-identical after the freeze
+        assert not params[name].requires_grad and params[name] not in inner.state
+    moved = [n for n in params if n not in frozen and not torch.equal(params[n], snaps.at_freeze[n])]
+    assert moved, "kept groups keep training"
+    for k, keep in enumerate(cb.frozen["kept"]):
+        assert (engine.base_rates[k] > 0) == keep
+        for i in engine.members[k]:
+            group = trainer.optimizer.param_groups[i]
+            if not keep:
+                assert group["lr"] == 0.0 and group["weight_decay"] == 0.0
+    # Influence is accumulated and logged per group.
+    logged = [h for h in trainer.state.log_history if "loss" in h][-1]
+    assert any(k.startswith("hidlr/influence/layers.0.") for k in logged)
+
+
+def test_freeze_then_resume(tmp_path):
+    common = dict(max_steps=8, save_strategy="steps", save_steps=5)
+    straight = make_trainer(tmp_path / "a", **common)
+    straight.train()
+    ckpt = tmp_path / "a" / "checkpoint-5"
+    saved = json.loads((ckpt / "hidlr_state.json").read_text())
+    assert saved["frozen"]["kept"] == straight.hidlr_callback.frozen["kept"]
+
+    resumed = make_trainer(tmp_path / "b", model=tiny_roberta(seed=3), **common)
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert resumed.hidlr_callback.frozen["kept"] == straight.hidlr_callback.frozen["kept"]
+    a, b = dict(straight.model.named_parameters()), dict(resumed.model.named_parameters())
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=0, atol=1e-6), name
+    for name in frozen_names(resumed):
+        assert not b[name].requires_grad
+        assert torch.equal(a[name], b[name])
+    assert resumed.hidlr.base_rates == pytest.approx(straight.hidlr.base_rates, rel=1e-9)
+
+
+def kept_set(trainer):
+    cb = trainer.hidlr_callback
+    names = cb._group_param_names()
+    return {canonical_name(n) for k, keep in enumerate(cb.frozen["kept"]) if keep for n in names[k]}
+
+
+def trainable_set(peft_model):
+    return {canonical_name(n) for n, p in peft_model.named_parameters() if p.requires_grad}
+
+
+def test_export_round_trip_with_peft(tmp_path):
+    from peft import PeftConfig, get_peft_model
+
+    trainer = make_trainer(tmp_path / "run")
+    trainer.train()
+    summary = trainer.export_peft_config(str(tmp_path / "adapter"))
+    assert "Kept" in summary and "Trainable" in summary
+    config = PeftConfig.from_pretrained(str(tmp_path / "adapter"))
+    mask = json.loads((tmp_path / "adapter" / "hidlr_mask.json").read_text())
+    assert {g["name"] for g in mask["groups"] if g["kept"]} == {
+        n for n, k in zip(trainer.hidlr.group_names, trainer.hidlr_callback.frozen["kept"]) if k
+    }
+    fresh = get_peft_model(tiny_roberta(seed=5), config)
+    got = trainable_set(fresh)
+    want = kept_set(trainer)
+    widened = {p for entry in mask["not_expressible"] for p in entry.get("trained_not_kept", [])}
+    dropped = {p for entry in mask["not_expressible"] for p in entry.get("kept_not_trained", [])}
+    assert got == (want | widened) - dropped
+    assert sum(p.numel() for p in fresh.parameters() if p.requires_grad) == mask["trainable_params"] + sum(
+        e.get("params_delta", 0) for e in mask["not_expressible"]
+    )
+
+
+def test_export_command_line(tmp_path, capsys):
+    trainer = make_trainer(tmp_path / "run")
+    trainer.train()
+    trainer.save_model()
+    assert hidlr_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "cli_adapter")]) == 0
+    out = capsys.readouterr().out
+    assert "Kept" in out
+    assert (tmp_path / "cli_adapter" / "adapter_config.json").is_file()
+    # A new budget ranks the same run's groups again.
+    assert hidlr_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "top1"), "--budget", "top1"]) == 0
+    mask = json.loads((tmp_path / "top1" / "hidlr_mask.json").read_text())
+    assert sum(g["kept"] and not g["is_head"] for g in mask["groups"]) == 1
+
+
+def test_export_without_hidlr_state_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert hidlr_main(["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hidlr: error: No Hi-DLR state")
+
+
+def test_lora_candidate_space(tmp_path):
+    from peft import LoraConfig, PeftConfig, get_peft_model
+
+    model = get_peft_model(tiny_roberta(), LoraConfig(task_type="SEQ_CLS", r=4, target_modules="all-linear"))
+    trainer = make_trainer(tmp_path / "run", model=model, hidlr_trainable_budget="top2")
+    trainer.train()
+    names = trainer.hidlr.group_names
+    assert {"layers.0.lora_A", "layers.0.lora_B", "layers.1.lora_A", "layers.1.lora_B", "head"} <= set(names)
+    trainer.export_peft_config(str(tmp_path / "adapter"))
+    config = PeftConfig.from_pretrained(str(tmp_path / "adapter"))
+    assert type(config).__name__ == "LoraConfig"
+    fresh = get_peft_model(tiny_roberta(seed=9), config)
+    kept_layers = {n.split(".")[1] for n, k in zip(names, trainer.hidlr_callback.frozen["kept"]) if k and n.startswith("layers.")}
+    adapted_layers = {n.split("layer.")[1].split(".")[0] for n in trainable_set(fresh) if "lora_" in n}
+    assert adapted_layers == kept_layers
+
+
+def test_bad_freeze_settings():
+    with pytest.raises(HiDLRError, match="both"):
+        HiDLRTrainingArguments(output_dir="x", hidlr_freeze_at="3")
+    with pytest.raises(HiDLRError, match="fraction"):
+        HiDLRTrainingArguments(output_dir="x", hidlr_freeze_at="3", hidlr_trainable_budget="1.5")
+    with pytest.raises(HiDLRError):
+        HiDLRTrainingArguments(output_dir="x", hidlr_freeze_at="3", hidlr_trainable_budget="0")
+    with pytest.raises(HiDLRError, match="freeze_at"):
+        HiDLRTrainingArguments(output_dir="x", hidlr_freeze_at="-1", hidlr_trainable_budget="0.1")
+
+
+def test_budget_larger_than_model(tmp_path):
+    trainer = make_trainer(tmp_path, hidlr_trainable_budget="100000000", max_steps=4)
+    with pytest.raises(HiDLRError, match="larger than"):
+        trainer.train()
+
+
+def test_freeze_needs_a_measured_round(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=1, hidlr_freeze_at="5")
+    trainer.train()
+    trainer.hidlr.num_rounds = 0
+    with pytest.raises(HiDLRError, match="before any Hi-DLR probe round"):
+        trainer.hidlr_callback.freeze()
