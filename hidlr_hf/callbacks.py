@@ -164,6 +164,14 @@ class HiDLRCallback(TrainerCallback):
                 "Hi-DLR does not support DeepSpeed: its optimizer keeps master weights Hi-DLR cannot set (and an "
                 "\"optimizer\" section bypasses Hi-DLR's parameter groups); use DDP or FSDP, or turn Hi-DLR off."
             )
+        if getattr(trainer, "is_fsdp_enabled", False):
+            plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+            if getattr(plugin, "fsdp_version", 1) == 1 and not getattr(plugin, "use_orig_params", False):
+                # FSDP1 flattens parameters: one flat tensor cannot belong to several Hi-DLR groups.
+                raise HiDLRError(
+                    "Hi-DLR under FSDP needs per-parameter groups: set fsdp_config use_orig_params=true (FSDP1) or use "
+                    "FSDP2 (fsdp_version 2)."
+                )
         from .trainer import HiDLRTrainer
 
         if not isinstance(trainer, HiDLRTrainer):

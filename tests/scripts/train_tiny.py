@@ -48,6 +48,7 @@ def main():
             "params": {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters()},
             "kept": frozen["kept"] if frozen else None,
             "trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in trainer.model.parameters()),
         }
         with open(os.path.join(args.output_dir, "result.json"), "w") as fh:
             json.dump(result, fh)

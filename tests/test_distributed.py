@@ -1,0 +1,124 @@
+"""Hi-DLR under 2 CPU processes (gloo): torchrun and accelerate launch give the rates of one process with the same
+global batch; freezing works under DDP and resumes on the same or a different number of processes."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+SCRIPT = REPO / "tests" / "scripts" / "train_tiny.py"
+COMMON = [
+    "--use_cpu", "true", "--max_steps", "6", "--logging_steps", "2", "--report_to", "none", "--learning_rate", "1e-4",
+    "--seed", "0", "--hidlr_every", "1", "--disable_tqdm", "true", "--hidlr_max_probe_scale", "16",
+]
+# Same global batch: 8 rows per step and 8 probe rows per round, split over the processes.
+ONE = ["--per_device_train_batch_size", "8", "--hidlr_probe_batch_size", "8"]
+TWO = ["--per_device_train_batch_size", "4", "--hidlr_probe_batch_size", "4"]
+# Rates are equal up to float summation order in the gradient all-reduce and the probe-loss mean.
+RTOL = 1e-4
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env():
+    e = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    e.pop("CUDA_VISIBLE_DEVICES", None)
+    return e
+
+
+def run(launcher, out, *extra):
+    bin_dir = os.path.dirname(sys.executable)
+    if launcher == "single":
+        cmd = [sys.executable, str(SCRIPT)]
+    elif launcher == "torchrun":
+        cmd = [os.path.join(bin_dir, "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), str(SCRIPT)]
+    else:
+        cmd = [
+            os.path.join(bin_dir, "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(SCRIPT),
+        ]
+    proc = subprocess.run(
+        cmd + ["--output_dir", str(out), *COMMON, *extra], env=env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    return run("single", tmp_path_factory.mktemp("single"), *ONE)
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_match_one(tmp_path, single, launcher):
+    two = run(launcher, tmp_path, *TWO)
+    assert two["world_size"] == 2 and single["world_size"] == 1
+    assert two["steps"] == single["steps"] == 6 and two["rounds"] == single["rounds"] == 6
+    assert two["logged_rate_keys"] == single["logged_rate_keys"] and two["logged_rate_keys"]
+    assert two["base_rates"] == pytest.approx(single["base_rates"], rel=RTOL)
+    # Parameter checksums agree loosely only: Adam normalises near-zero gradient coordinates to +-1, so float
+    # summation order in the all-reduce can flip a few of them (each moves by at most lr ~ 1e-4 per step).
+    for name, value in single["params"].items():
+        assert two["params"][name] == pytest.approx(value, rel=1e-2, abs=2e-3), name
+
+
+def test_freeze_under_ddp_then_resume_on_other_world_sizes(tmp_path):
+    freeze = ["--hidlr_grouping", "module_type_by_layer", "--hidlr_freeze_at", "3", "--hidlr_trainable_budget", "0.3",
+              "--save_strategy", "steps", "--save_steps", "4"]
+    first = run("torchrun", tmp_path / "ddp", *TWO, *freeze)
+    assert first["kept"] is not None and not all(first["kept"])
+    ckpt = tmp_path / "ddp" / "checkpoint-4"
+    assert (ckpt / "hidlr_state.json").is_file()
+    assert json.loads((ckpt / "hidlr_state.json").read_text())["frozen"]["kept"] == first["kept"]
+
+    # Resume on 2 processes: the same run continues.
+    shutil.copytree(ckpt, tmp_path / "ckpt2")
+    again = run("torchrun", tmp_path / "resume2", *TWO, *freeze, "--resume", str(tmp_path / "ckpt2"))
+    assert again["kept"] == first["kept"]
+    assert again["base_rates"] == pytest.approx(first["base_rates"], rel=RTOL)
+    # Resume on 1 process with the same global batch: the same rates again.
+    solo = run("single", tmp_path / "resume1", *ONE, *freeze, "--resume", str(tmp_path / "ckpt2"))
+    assert solo["kept"] == first["kept"]
+    assert solo["base_rates"] == pytest.approx(first["base_rates"], rel=RTOL)
+    assert solo["trainable"] < again["total"]  # frozen parameters stay frozen (requires_grad off) after resume
+
+
+class _FakeArgs:
+    hidlr = True
+
+
+class _FakeTrainer:
+    """Just enough of a Trainer to reach the start-up checks of HiDLRCallback.set_trainer."""
+
+    def __init__(self, deepspeed=False, fsdp=None):
+        from types import SimpleNamespace
+
+        self.args = _FakeArgs()
+        self.is_deepspeed_enabled = deepspeed
+        self.is_fsdp_enabled = fsdp is not None
+        self.accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=fsdp))
+
+
+def test_deepspeed_refused_at_start():
+    from hidlr_hf import HiDLRCallback, HiDLRError
+
+    with pytest.raises(HiDLRError, match="DeepSpeed"):
+        HiDLRCallback().set_trainer(_FakeTrainer(deepspeed=True))
+
+
+def test_fsdp1_without_orig_params_refused_at_start():
+    from types import SimpleNamespace
+
+    from hidlr_hf import HiDLRCallback, HiDLRError
+
+    with pytest.raises(HiDLRError, match="use_orig_params"):
+        HiDLRCallback().set_trainer(_FakeTrainer(fsdp=SimpleNamespace(fsdp_version=1, use_orig_params=False)))
