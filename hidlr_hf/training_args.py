@@ -91,6 +91,9 @@ class HiDLRTrainingArguments(TrainingArguments):
         super().__post_init__()
         self.hidlr_every = parse_every(self.hidlr_every)
         from .estimation import DESIGNS
+        from .grouping import load_scheme
+
+        load_scheme(self.hidlr_grouping)  # unknown scheme names and broken scheme files fail here, not mid-run
 
         if self.hidlr_design not in DESIGNS:
             raise HiDLRError(f"Unknown --hidlr_design {self.hidlr_design!r}; choose one of {', '.join(DESIGNS)}.")
