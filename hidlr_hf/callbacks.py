@@ -243,9 +243,13 @@ class HiDLRCallback(TrainerCallback):
         self._probe_bs = probe_bs
         self._train_started = time.perf_counter()
         self._probe_seconds_at_start = 0.0
+        # A second train() call on the same Trainer starts from scratch unless it resumes.
+        self.frozen, self._group_names_params = None, None
+        self.__dict__.pop("_collator", None)
         if self.resume_from is not None:
             self._load_state(self.resume_from)
             self._probe_seconds_at_start = self.engine.probe_seconds
+            self.resume_from = None
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.engine is None:

@@ -56,8 +56,13 @@ class HiDLRTrainer(Trainer):
         """Write the discovered adapter (``adapter_config.json`` + ``hidlr_mask.json``) to ``out_dir``.
 
         Uses the selection made by automatic PEFT, or, if none was made, ranks groups now under ``budget``
-        (default ``--hidlr_trainable_budget``). Returns the human summary that is also logged.
+        (default ``--hidlr_trainable_budget``). Returns the human summary, also printed. In a multi-process run only
+        the main process writes; the others return an empty string.
         """
         from .export import export_from_callback
 
-        return export_from_callback(self.hidlr_callback, out_dir, budget=budget)
+        if not self.is_world_process_zero():
+            return ""
+        summary = export_from_callback(self.hidlr_callback, out_dir, budget=budget)
+        print(summary)
+        return summary
