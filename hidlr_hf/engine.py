@@ -384,27 +384,19 @@ class HiDLR:
             rho, verdict = self.rule.multipliers(beta, alpha, active, full=self.design == "full")
             factors = self.rule.factors(rho, verdict, self.base_rates, self.num_rounds)
             status = "ok"
-        except _Discard as exc:
-            factors, status = [1.0] * K, f"discarded: {exc}"
-            beta = torch.full((K,), float("nan"), dtype=torch.float64)
-            alpha = torch.full((K, K), float("nan"), dtype=torch.float64)
-            rho, verdict, scales, base = beta.clone(), [INACTIVE] * K, None, float("nan")
-            self.discarded_rounds += 1
-            logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, exc)
-        except KeyboardInterrupt:
-            self._finish_step(active, params, snapshot, direction, old_lrs, [1.0] * K)
-            raise
-        except HiDLRError:
-            # A broken closure contract: finish the step at the current rates, then tell the user.
+        except (KeyboardInterrupt, HiDLRError):
+            # Interrupted, or a broken closure contract: finish the step at the current rates, then re-raise.
             self._finish_step(active, params, snapshot, direction, old_lrs, [1.0] * K)
             raise
         except Exception as exc:
-            factors, status = [1.0] * K, f"discarded: closure raised {type(exc).__name__}: {exc}"
+            # A non-finite probe loss or a closure that raised: the round is discarded, the rates stay.
+            reason = str(exc) if isinstance(exc, _Discard) else f"closure raised {type(exc).__name__}: {exc}"
+            factors, status = [1.0] * K, f"discarded: {reason}"
             beta = torch.full((K,), float("nan"), dtype=torch.float64)
             alpha = torch.full((K, K), float("nan"), dtype=torch.float64)
             rho, verdict, scales, base = beta.clone(), [INACTIVE] * K, None, float("nan")
             self.discarded_rounds += 1
-            logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, status)
+            logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, reason)
 
         self._finish_step(active, params, snapshot, direction, old_lrs, factors)
         self._sync_check()
