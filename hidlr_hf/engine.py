@@ -186,6 +186,7 @@ class HiDLR:
         self.probe_seconds = 0.0
         self.forward_passes = 0
         self.linearity_checked = False
+        self.probe_scales = [self.initial_probe_scale] * len(self.group_names)  # last round's c_k
         self.history: list[dict] = []
         self.last_estimate: Optional[Estimate] = None
         self._pending: Optional[dict] = None
@@ -278,6 +279,7 @@ class HiDLR:
             "discarded_rounds": self.discarded_rounds,
             "probe_seconds": self.probe_seconds,
             "forward_passes": self.forward_passes,
+            "probe_scales": list(self.probe_scales),
             "linearity_checked": self.linearity_checked,
             "schedule": self.schedule.state_dict(),
             "influence": self.influence.state_dict(),
@@ -303,6 +305,7 @@ class HiDLR:
             self.discarded_rounds = int(state.get("discarded_rounds", 0))
             self.probe_seconds = float(state.get("probe_seconds", 0.0))
             self.forward_passes = int(state.get("forward_passes", 0))
+            self.probe_scales = [float(x) for x in state.get("probe_scales", self.probe_scales)]
             self.linearity_checked = bool(state.get("linearity_checked", False))
             self.schedule.load_state_dict(state["schedule"])
             self.influence.load_state_dict(state["influence"])
@@ -446,7 +449,11 @@ class HiDLR:
     def _measure(self, evaluate, base: float, active: list[int]):
         """Run the design's probes, growing the probe scale of groups whose signal is lost in noise."""
         K = self.num_groups
-        scales = torch.full((K,), self.initial_probe_scale, dtype=torch.float64)
+        # Start one growth step below the scale the last round ended at: rates move by at most the trust factor
+        # per round, so this finds the right scale again in one re-probe instead of climbing from 1 every round.
+        scales = torch.tensor(
+            [max(self.initial_probe_scale, s / self.scale_growth) for s in self.probe_scales], dtype=torch.float64
+        )
         noise = self.noise_tolerance * max(abs(base), 1e-30)
         floor = {}
 
@@ -509,6 +516,7 @@ class HiDLR:
             bound = 2.0 * noise / float(scales[k]) ** 2
             if floor[k] and float(beta[k]) * float(scales[k]) > noise and not float(alpha[k, k]) > bound:
                 alpha[k, k] = bound
+        self.probe_scales = [float(x) for x in scales]
         return beta, alpha, scales
 
     def _finish_step(self, active, params, snapshot, direction, old_lrs, factors) -> None:
