@@ -51,6 +51,7 @@ NONLINEAR_OPTIMIZERS = {
 }
 
 UNIT_RATE = 1.0
+LINEARITY_CHECK_SIZE = 1 << 16  # elements per group stepped twice by the one-time linearity check
 
 
 @dataclass
@@ -236,13 +237,12 @@ class HiDLR:
         params = {k: [p for i in self.members[k] for p in self.optimizer.param_groups[i]["params"] if p.grad is not None] for k in active}
         snapshot = {k: [p.detach().clone() for p in ps] for k, ps in params.items()}
         lrs = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
-        state_before = None
         if self.verify_linearity and not self.linearity_checked:
-            state_before = _clone_state(self._inner, [p for ps in params.values() for p in ps])
+            self._check_linearity(active, params, snapshot)
         for k in active:
             for i in self.members[k]:
                 _set_lr(self.optimizer.param_groups[i], UNIT_RATE)
-        self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs, "state": state_before}
+        self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs}
         return True
 
     def post_step(self, closure: Optional[Callable[[], torch.Tensor]] = None, skipped: bool = False) -> Optional[Estimate]:
@@ -354,8 +354,6 @@ class HiDLR:
         round_passes = 0
         try:
             direction = {k: [_direction(w, p) for w, p in zip(snapshot[k], params[k])] for k in active}
-            if pending["state"] is not None:
-                self._check_linearity(pending, direction)
         except BaseException:
             self._abandon(pending)
             raise
@@ -537,8 +535,6 @@ class HiDLR:
             return
         for k in pending["active"]:
             _assign(pending["params"][k], pending["snapshot"][k])
-        if pending["state"] is not None:
-            _restore_state(self._inner, pending["state"])
         self._restore_lrs(pending["lrs"])
 
     # ----------------------------------------------------------------------------------------------
@@ -601,25 +597,44 @@ class HiDLR:
                 f"{high.tolist()}); every rank must run the same probe rounds."
             )
 
-    def _check_linearity(self, pending: dict, direction: dict) -> None:
-        """Step again from the same state at twice the unit rate: the displacement must double and the
-        optimizer state must not change. Otherwise the optimizer is refused before anything is corrupted."""
-        active, params, snapshot = pending["active"], pending["params"], pending["snapshot"]
-        plist = [p for k in active for p in params[k]]
-        state_once = _clone_state(self._inner, plist)
-        _restore_state(self._inner, pending["state"])
+    def _check_linearity(self, active: list[int], params: dict, snapshot: dict) -> None:
+        """Before the first real step: from the same state, a step at twice the unit rate must move the parameters
+        twice as far and leave the same optimizer state. Checked on a small subset of each group's parameters
+        (the optimizer steps only those), so it costs little memory; everything is restored either way."""
+        subset, before = [], []
         for k in active:
-            _assign(params[k], snapshot[k])
-            for i in self.members[k]:
-                _set_lr(self.optimizer.param_groups[i], 2 * UNIT_RATE)
-        self._inner.step()
-        doubled = {k: [_direction(w, p) for w, p in zip(snapshot[k], params[k])] for k in active}
-        state_twice = _clone_state(self._inner, plist)
-        linear = all(
-            _doubles(w, d1, d2) for k in active for w, d1, d2 in zip(snapshot[k], direction[k], doubled[k])
-        )
-        same_state = _states_close(state_once, state_twice)
-        _restore_state(self._inner, state_once)
+            size = 0
+            for p, w in zip(params[k], snapshot[k]):
+                subset.append(p)
+                before.append(w)
+                size += p.numel()
+                if size >= LINEARITY_CHECK_SIZE:
+                    break
+        chosen = {id(p) for p in subset}
+        state0 = _clone_state(self._inner, subset)
+        lists = [group["params"] for group in self._inner.param_groups]
+        lrs = [_lr_value(group["lr"]) for group in self._inner.param_groups]
+        moves, states = [], []
+        try:
+            for group, plist in zip(self._inner.param_groups, lists):
+                group["params"] = [p for p in plist if id(p) in chosen]
+            for scale in (UNIT_RATE, 2 * UNIT_RATE):
+                for k in active:
+                    for i in self.members[k]:
+                        _set_lr(self.optimizer.param_groups[i], scale)
+                self._inner.step()
+                moves.append([_direction(w, p) for w, p in zip(before, subset)])
+                states.append(_clone_state(self._inner, subset))
+                _restore_state(self._inner, state0)
+                _assign(subset, before)
+        finally:
+            for group, plist, lr in zip(self._inner.param_groups, lists, lrs):
+                group["params"] = plist
+                _set_lr(group, lr)
+            _restore_state(self._inner, state0)
+            _assign(subset, before)
+        linear = all(_doubles(w, d1, d2) for w, d1, d2 in zip(before, moves[0], moves[1]))
+        same_state = _states_close(states[0], states[1])
         if not (linear and same_state):
             raise HiDLRError(
                 f"{type(self._inner).__name__}'s step is not linear in the learning rate"
