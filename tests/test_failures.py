@@ -205,3 +205,32 @@ def test_unknown_setting_in_callback():
 def test_recipes_are_plain_yaml():
     for path in (REPO / "recipes").glob("*.yaml"):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+# ----------------------------------------------------------------------------------------------- security
+
+
+def test_trust_remote_code_is_off_unless_asked(tmp_path):
+    from hidlr_hf.glue.cli import parse_args
+
+    model_args, _, _, _ = parse_args(["--task_name", "rte", "--output_dir", str(tmp_path / "a")])
+    assert model_args.trust_remote_code is False
+    model_args, _, _, _ = parse_args(["--task_name", "rte", "--output_dir", str(tmp_path / "b"), "--trust_remote_code", "true"])
+    assert model_args.trust_remote_code is True
+
+
+def test_outputs_stay_inside_the_output_directory(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = HiDLRTrainingArguments(
+        output_dir=str(work / "out"), max_steps=2, per_device_train_batch_size=8, report_to="none", disable_tqdm=True,
+        save_steps=1, hidlr_every="1", hidlr_freeze_at="1", hidlr_trainable_budget="top1",
+        hidlr_grouping="module_type_by_layer",
+    )
+    trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset())
+    trainer.train()
+    trainer.save_model()
+    trainer.export_peft_config(str(work / "out" / "adapter"))
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert written and all((work / "out") in p.parents for p in written), [str(p) for p in written]
