@@ -13,6 +13,7 @@ installs two instance hooks there: ``create_optimizer`` and ``_load_optimizer_an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -49,25 +50,14 @@ UNSUPPORTED_OPTIM = {
     "lomo": "updates parameters during the backward pass, so there is no optimizer step to probe",
 }
 
-DEFAULTS = {
-    "hidlr": True,
-    "hidlr_grouping": "module_type",
-    "hidlr_design": "axis",
-    "hidlr_every": "auto",
-    "hidlr_probe_batch_size": None,
-    "hidlr_overhead_budget": 0.05,
-    "hidlr_calibration_rounds": 10,
-    "hidlr_trust_region": 2.0,
-    "hidlr_smoothing": 0.1,
-    "hidlr_calibration_smoothing": 0.5,
-    "hidlr_lr_min": 1e-8,
-    "hidlr_lr_max": 1.0,
-    "hidlr_max_probe_scale": 256.0,
-    "hidlr_noise_tolerance": None,
-    "hidlr_freeze_at": None,
-    "hidlr_trainable_budget": None,
-    "hidlr_seed": None,
-}
+def _hidlr_defaults() -> dict:
+    """Every ``hidlr*`` field of ``HiDLRTrainingArguments`` with its default: one source for both forms."""
+    from .training_args import HiDLRTrainingArguments
+
+    return {f.name: f.default for f in dataclasses.fields(HiDLRTrainingArguments) if f.name.startswith("hidlr")}
+
+
+DEFAULTS = _hidlr_defaults()
 
 
 def settings_from(args, overrides: dict) -> dict:
