@@ -126,7 +126,7 @@ FULL = {"tasks": TASKS, "methods": METHODS, "seeds": (0, 1, 2), "train_rows": 10
         "scaling_groups": (2, 4, 8, 16, 32, 64, 100), "scaling_sizes": ("tiny", "minilm", "medium", "roberta_base")}
 # SST-2 (short sentences) rather than RTE: the same code paths at about a third of the cost per step.
 QUICK = {"tasks": ("sst2",), "methods": ("adamw_lr1e-04", "hidlr", "autopeft_1pct"), "seeds": (0,), "train_rows": 64,
-         "steps": 10, "max_eval": 64, "overhead_steps": 4, "overhead_reps": 1, "overhead_rows": 64,
+         "steps": 8, "max_eval": 64, "overhead_steps": 3, "overhead_reps": 1, "overhead_rows": 64,
          "scaling_groups": (2, 4, 8), "scaling_sizes": ("tiny", "minilm")}
 OVERHEAD_EVERY = ("auto", 1, 10, 100)
 LINEAR_R2 = 0.95  # growth called linear when the linear fit explains at least this much variance
@@ -1440,13 +1440,14 @@ def render_markdown(summary: dict, img_prefix: str = "img", images: list[str] | 
                   "calibration rounds of `auto`, one per step, weigh heavily); the median ratio is a typical step without a "
                   "round. Projected ratios use the measured seconds per round and the engine's own schedule of rounds "
                   "for runs of that many steps.", "",
-                  "| hidlr_every | mean ratio | median ratio | s per round (median, first round apart) | first round "
-                  "s (with linearity check) | forward passes per round | projected ratio (steps: ratio) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| hidlr_every | mean ratio | median ratio | s per round (median, first round apart) | later rounds "
+                  "measured | first round s (with linearity check) | forward passes per round | projected ratio "
+                  "(steps: ratio) |", "|---|---|---|---|---|---|---|---|"]
         for k, v in ov.get("by_every", {}).items():
             proj = ", ".join(f"{n}: {_fmt(r)}" for n, r in (v.get("projected_ratio") or {}).items())
             lines.append(f"| {k} | {_fmt(v.get('step_time_ratio_mean'))} | {_fmt(v.get('step_time_ratio_median'))} | "
-                         f"{_fmt(v.get('seconds_per_round'))} | {_fmt(v.get('first_round_seconds'))} | "
+                         f"{_fmt(v.get('seconds_per_round'))} | {_fmt(v.get('rounds_measured_apart_from_first'), 0)} | "
+                         f"{_fmt(v.get('first_round_seconds'))} | "
                          f"{_fmt(v.get('forward_passes_per_round'), 1)} | {proj} |")
         lines += ["", f"At the default (`auto`): mean step-time ratio {_fmt(ov.get('step_time_ratio_default'))}, "
                   f"median {_fmt(ov.get('step_time_ratio_median_default'))}.", ""]
@@ -1709,7 +1710,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Methods: " + ", ".join(ALL_METHODS))
     p.add_argument("--quick", action="store_true", help="smoke check (< 10 min on 2 cores): SST-2, 3 methods, 1 seed, "
-                   "64 rows, 10 steps, 64 dev rows, small overhead and scaling; writes under benchmarks/results/quick/")
+                   "64 rows, 8 steps, 64 dev rows, small overhead and scaling; writes under benchmarks/results/quick/")
     p.add_argument("--tasks", help=f"comma-separated GLUE tasks (default {','.join(TASKS)})")
     p.add_argument("--methods", help="comma-separated methods (default: all of the issue's list)")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")

@@ -89,7 +89,7 @@ def test_cli_defaults_and_quick(bench, tmp_path):
     quick = bench.resolve_args(bench.build_parser().parse_args(["--quick"]))
     assert Path(quick.out) == bench.REPO / "benchmarks" / "results" / "quick"  # never the real cache
     assert Path(quick.docs) == Path(quick.out) / "docs"
-    assert quick.steps <= 10 and quick.max_eval == 64 and len(quick.seeds) == 1
+    assert quick.steps <= 10 and quick.max_eval == 64 and len(quick.seeds) == 1 and quick.train_rows == 64
     custom = bench.resolve_args(bench.build_parser().parse_args(
         ["--tasks", "rte,sst2", "--methods", "hidlr,bitfit", "--seeds", "3", "--only", "quality,report"]))
     assert custom.tasks == ("rte", "sst2") and custom.methods == ("hidlr", "bitfit") and custom.seeds == (3,)
@@ -287,7 +287,7 @@ def fabricated_sections():
         "settings": {
             every: {"step_time_ratio_median": 1.02 + i / 100, "step_time_ratio_mean": 1.5 - i / 10,
                     "plain_median_step_seconds": 0.61, "hidlr_median_step_seconds": 0.63, "rounds_per_run": 12.0,
-                    "seconds_per_round": 1.73, "first_round_seconds": 3.9, "forward_passes_per_round": 17.5,
+                    "seconds_per_round": 1.73, "first_round_seconds": 3.9, "rounds_measured_apart_from_first": 22, "forward_passes_per_round": 17.5,
                     "projected_ratio": {"125": 1.4, "1000": 1.07, "10000": 1.05}}
             for i, every in enumerate(["auto", "1", "10", "100"])
         },
@@ -350,7 +350,7 @@ def test_report_numbers_all_come_from_summary(bench):
     assert "growth is linear in K" in text
     assert "ratio 1.040" in text  # peak memory after the first step
     assert "a round costs in proportion to its forward passes" in text
-    assert "| auto | 1.50 | 1.02 | 1.73 | 3.90 | 17.5 |" in text
+    assert "| auto | 1.50 | 1.02 | 1.73 | 22 | 3.90 | 17.5 |" in text
     assert "![Training loss (mean over seeds) per task](img/loss_curves.png)" in text
 
 
