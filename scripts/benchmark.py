@@ -1596,7 +1596,8 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
                 if c["steps"]:
                     index = ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS)
                     style = "-" if method.startswith("hidlr") or method.startswith("autopeft") else "--"
-                    (line,) = ax.plot(c["steps"], c["loss"], style, color=colors(index % 20), linewidth=1.2)
+                    (line,) = ax.plot(c["steps"], c["loss"], style, color=colors(index % 20), linewidth=1.2,
+                                      marker=".", markersize=4)
                     handles[method] = line
             ax.set_title(task)
             ax.set_xlabel("step")
