@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import re
-from typing import Optional
 
-from .callbacks import STATE_FILE
+from .callbacks import STATE_FILE, _is_head
 from .errors import HiDLRError
+from .influence import InfluenceTracker
 from .peft_export import build_mask, export_adapter
 from .selection import GroupRecord, Selection, select
 
 
 def mean_influence(engine_state: dict) -> list[float]:
     """Average influence per group from an engine state dict; NaN for a group never measured."""
-    inf = engine_state["influence"]
-    return [t / c if c else math.nan for t, c in zip(inf["total"], inf["count"])]
+    tracker = InfluenceTracker(len(engine_state["influence"]["total"]))
+    tracker.load_state_dict(engine_state["influence"])
+    return tracker.mean
 
 
 def selection_from_state(state: dict, budget=None) -> Selection:
@@ -29,7 +29,7 @@ def selection_from_state(state: dict, budget=None) -> Selection:
     groups = state["groups"]
     influence = mean_influence(state["engine"])
     records = [
-        GroupRecord(g["name"], list(g["param_names"]), int(g["numel"]), float(v), g["name"] == "head" or g["name"].endswith(".head"))
+        GroupRecord(g["name"], list(g["param_names"]), int(g["numel"]), float(v), _is_head(g["name"]))
         for g, v in zip(groups, influence)
     ]
     frozen = state.get("frozen")
@@ -136,8 +136,3 @@ def _check_writable(out_dir: str) -> None:
         os.remove(probe)
     except OSError as exc:
         raise HiDLRError(f"Cannot write to {out_dir} ({exc.strerror}); choose an output directory you can write.") from None
-
-
-def final_state_path(output_dir: str) -> Optional[str]:
-    """Where ``HiDLRTrainer`` leaves the state of a finished run (next to the saved model)."""
-    return os.path.join(output_dir, STATE_FILE)
