@@ -84,7 +84,7 @@ def test_method_names_are_the_issue_list(bench):
 def test_cli_defaults_and_quick(bench, tmp_path):
     args = bench.resolve_args(bench.build_parser().parse_args([]))
     assert args.tasks == bench.TASKS and args.methods == bench.METHODS and args.seeds == (0, 1, 2)
-    assert (args.train_rows, args.steps, args.max_eval) == (1000, 125, None)
+    assert (args.train_rows, args.steps, args.max_eval) == (1000, 60, None)
     assert Path(args.out) == bench.REPO / "benchmarks" / "results"
     quick = bench.resolve_args(bench.build_parser().parse_args(["--quick"]))
     assert Path(quick.out) == bench.REPO / "benchmarks" / "results" / "quick"  # never the real cache
@@ -176,6 +176,22 @@ def test_summary_mean_std_and_seed_counts(bench, tmp_path):
     assert summary["rates"]["rte"]["hidlr"]["steps"] == [0, 1]
     assert summary["protocol"] == PROTOCOL
     json.dumps(summary, allow_nan=False)  # the summary is plain JSON
+
+
+def test_coverage_counts_runs_and_lists_cells_short_of_seeds(bench):
+    runs = [make_run(t, m, s, 0.6) for t in bench.TASKS for m in bench.METHODS for s in (0, 1, 2)]
+    runs = [r for r in runs if not (r["task"] == "rte" and r["method"] == "prodigy" and r["seed"] > 0)]
+    runs += [make_run("rte", "adamw_lr1e-06", 0, 0.5)]  # outside the default list: not counted
+    cov = bench.build_summary(runs, machine={"cpu": "x"}, command="b.py")["coverage"]
+    planned = len(bench.TASKS) * len(bench.METHODS) * 3
+    assert cov["planned_runs"] == planned and cov["finished_runs"] == planned - 2
+    assert cov["cells_with_fewer_seeds"] == {"prodigy": {"rte": 1}} and cov["complete"] is False
+    text = bench.render_markdown(bench.build_summary(runs, machine={"cpu": "x"}, command="b.py"))
+    assert f"**Partial:** {planned - 2} of the protocol's {planned} runs" in text and "- `prodigy`: rte 1" in text
+    full = [make_run(t, m, s, 0.6) for t in bench.TASKS for m in bench.METHODS for s in (0, 1, 2)]
+    summary = bench.build_summary(full, machine={"cpu": "x"}, command="b.py")
+    assert summary["coverage"]["complete"] is True
+    assert f"All {planned} runs of the protocol" in bench.render_markdown(summary)
 
 
 # ------------------------------------------------------------------------------------------ targets
