@@ -119,6 +119,10 @@ class HiDLR:
             ``torch.distributed`` when it is initialised with several ranks.
         verify_linearity: on the first round, check that the step is linear in the LR and that the
             optimizer state does not depend on it (costs one extra optimizer step, once).
+        direction_in_grads: during a probe round, hold the direction ``d`` in the parameters' ``.grad``
+            buffers (the gradient is spent once ``optimizer.step()`` has run), which saves one copy of the tuned
+            parameters. After a probe step ``.grad`` then holds ``d`` until the next ``zero_grad()``; pass
+            ``False`` if you read gradients after the step. Buffers of another dtype or layout are never reused.
         seed: seed of the engine's own generator (``random`` design); the global RNG is never touched.
     """
 
@@ -145,6 +149,7 @@ class HiDLR:
         step_cost: float = 3.0,
         loss_reduce="auto",
         verify_linearity: bool = True,
+        direction_in_grads: bool = True,
         seed: int = 0,
     ):
         if design not in estimation.DESIGNS:
@@ -170,6 +175,7 @@ class HiDLR:
         self.random_probes = int(random_probes)
         self.loss_reduce = loss_reduce
         self.verify_linearity = verify_linearity
+        self.direction_in_grads = bool(direction_in_grads)
         self.seed = int(seed)
 
         self.group_names, self.members = _tie_groups(self.optimizer.param_groups)
@@ -353,7 +359,10 @@ class HiDLR:
         old_rates = torch.tensor(self.base_rates, dtype=torch.float64)
         round_passes = 0
         try:
-            direction = {k: [_direction(w, p) for w, p in zip(snapshot[k], params[k])] for k in active}
+            direction = {
+                k: [_direction(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(snapshot[k], params[k])]
+                for k in active
+            }
         except BaseException:
             self._abandon(pending)
             raise
@@ -604,7 +613,8 @@ class HiDLR:
         subset, before = [], []
         for k in active:
             size = 0
-            for p, w in zip(params[k], snapshot[k]):
+            # Smallest tensors first: a group led by a large embedding matrix is checked on its small members.
+            for p, w in sorted(zip(params[k], snapshot[k]), key=lambda pw: pw[0].numel()):
                 subset.append(p)
                 before.append(w)
                 size += p.numel()
@@ -721,9 +731,13 @@ def _set_lr(group: dict, value) -> None:
         group["lr"] = value
 
 
-def _direction(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """``d = w - w_after`` of a unit-rate step, kept in at least float32 for low-precision parameters."""
+def _direction(before: torch.Tensor, after: torch.Tensor, scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``d = w - w_after`` of a unit-rate step, kept in at least float32 for low-precision parameters; written into
+    ``scratch`` (a spent gradient buffer) when it has the same dtype, shape and a dense layout."""
     dtype = torch.promote_types(before.dtype, torch.float32) if before.is_floating_point() else before.dtype
+    if (scratch is not None and scratch.dtype == dtype == before.dtype == after.dtype and scratch.shape == before.shape
+            and scratch.layout == torch.strided and not scratch.requires_grad):
+        return torch.sub(before, after.detach(), out=scratch)
     return before.to(dtype) - after.detach().to(dtype)
 
 

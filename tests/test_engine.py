@@ -306,6 +306,39 @@ def test_step_taken_on_probe_step_uses_new_rates():
         assert torch.allclose(p.detach(), w - lr * g, rtol=0, atol=1e-7)
 
 
+def test_direction_in_grads_same_trajectory_and_grads_hold_the_direction():
+    """Holding d in the spent gradient buffers changes nothing but where d lives; with it off, .grad is untouched."""
+    X, y = _regression()
+    runs = {}
+    for in_grads in (True, False):
+        a, b = _model()
+        opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+        hidlr = HiDLR(opt, every=1, direction_in_grads=in_grads)
+        rates = []
+        for i in range(6):
+            opt.zero_grad()
+            _loss(a, b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
+            before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+            grads = [p.grad.clone() for p in (*a.parameters(), *b.parameters())]
+            est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+            assert est is not None and est.status == "ok"
+            if in_grads:
+                # p = w - lr * d with d now in .grad (the step is taken from the snapshot, so this holds to rounding)
+                lrs = [float(est.rate[0])] + [float(est.rate[1])] * 2
+                for p, w, g, lr in zip((*a.parameters(), *b.parameters()), before, grads, lrs):
+                    assert torch.allclose(p.detach(), w - lr * p.grad, rtol=0, atol=1e-6)
+                    assert not torch.equal(p.grad, g)  # AdamW's direction is not the gradient
+            else:
+                for p, g in zip((*a.parameters(), *b.parameters()), grads):
+                    assert torch.equal(p.grad, g)
+            rates.append(est.rate.clone())
+        runs[in_grads] = ([p.detach().clone() for p in (*a.parameters(), *b.parameters())], rates)
+    for p, q in zip(runs[True][0], runs[False][0]):
+        assert torch.equal(p, q)
+    for r, s in zip(runs[True][1], runs[False][1]):
+        assert torch.equal(r, s)
+
+
 def _setup_fault_run(trust_region=2.0):
     X, y = _regression()
     a, b = _model()
