@@ -1283,6 +1283,17 @@ def coverage(tasks: dict, seeds: tuple = FULL["seeds"]) -> dict:
             "cells_with_fewer_seeds": short, "complete": not short}
 
 
+def tied_tasks(tasks: dict) -> dict:
+    """Tasks on which every method that ran scored the same (e.g. all predict the majority class): such a task
+    ranks nothing at this step budget, and the report says so."""
+    out = {}
+    for t, entry in tasks.items():
+        means = {s["mean"] for s in entry["methods"].values() if s.get("mean") is not None}
+        if len(entry["methods"]) >= 2 and len(means) == 1:
+            out[t] = {"value": means.pop(), "methods": len(entry["methods"])}
+    return out
+
+
 def build_summary(runs: list[dict], overhead: dict | None = None, scaling: dict | None = None,
                   machine: dict | None = None, commands: list | None = None, command: str | None = None) -> dict:
     """Everything the report states, computed from whatever runs and sections exist."""
@@ -1300,6 +1311,7 @@ def build_summary(runs: list[dict], overhead: dict | None = None, scaling: dict 
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "protocol": protocols[0] if len(protocols) == 1 else protocols,
         "coverage": coverage(tasks),
+        "ties": tied_tasks(tasks),
         "methods": {m: METHOD_SPECS[m]["desc"] for m in ALL_METHODS},
         "tasks": tasks,
         "targets": check_targets(tasks),
@@ -1416,6 +1428,9 @@ def render_markdown(summary: dict, img_prefix: str = "img", images: list[str] | 
         lines.append(f"| `{mm}` | " + " | ".join(cells) + " |")
     lines += ["", "Metric per task: " + ", ".join(f"{t}: {tasks[t]['metric']}" for t in task_names) if task_names
               else "Metric per task: not run", ""]
+    for t, tie in (summary.get("ties") or {}).items():
+        lines += [f"**{t}: every one of the {tie['methods']} methods that ran scored {_fmt(tie['value'])}**, so this task "
+                  "ranks nothing at this step budget; its rows in the targets below compare equal numbers.", ""]
 
     lines += ["### Trainable parameters and time per step", "",
               "Trainable parameters at the start (after automatic PEFT's freezing in brackets); seconds per optimizer "

@@ -194,6 +194,14 @@ def test_coverage_counts_runs_and_lists_cells_short_of_seeds(bench):
     assert f"All {planned} runs of the protocol" in bench.render_markdown(summary)
 
 
+def test_a_task_where_every_method_ties_is_flagged(bench):
+    runs = [make_run("cola", m, 0, 0.0) for m in ("hidlr", "adamw_lr1e-04", "bitfit")]
+    runs += [make_run("rte", "hidlr", 0, 0.6), make_run("rte", "bitfit", 0, 0.55), make_run("sst2", "hidlr", 0, 0.8)]
+    summary = bench.build_summary(runs, machine={"cpu": "x"}, command="b.py")
+    assert summary["ties"] == {"cola": {"value": 0.0, "methods": 3}}  # rte differs; sst2 has one method only
+    assert "**cola: every one of the 3 methods that ran scored 0.00**" in bench.render_markdown(summary)
+
+
 # ------------------------------------------------------------------------------------------ targets
 
 
