@@ -1283,6 +1283,21 @@ def coverage(tasks: dict, seeds: tuple = FULL["seeds"]) -> dict:
             "cells_with_fewer_seeds": short, "complete": not short}
 
 
+def dev_noise(runs: list[dict]) -> dict:
+    """Per accuracy task, the binomial standard error (points) of one dev-set accuracy at the mean accuracy of all
+    runs: differences between single runs smaller than about twice this are sampling noise of the dev set."""
+    out = {}
+    for t in sorted({r["task"] for r in runs if "error" not in r}):
+        accs = [r for r in runs if r.get("task") == t and "error" not in r and r.get("metric") == "accuracy"]
+        n = _median([r.get("eval_rows") for r in accs])
+        if not accs or not n:
+            continue
+        p = statistics.fmean(r["value"] for r in accs)
+        out[t] = {"eval_rows": int(n), "mean_accuracy": _round(100 * p, 4),
+                  "standard_error_points": _round(100 * math.sqrt(p * (1 - p) / n), 4)}
+    return out
+
+
 def tied_tasks(tasks: dict) -> dict:
     """Tasks on which every method that ran scored the same (e.g. all predict the majority class): such a task
     ranks nothing at this step budget, and the report says so."""
@@ -1312,6 +1327,7 @@ def build_summary(runs: list[dict], overhead: dict | None = None, scaling: dict 
         "protocol": protocols[0] if len(protocols) == 1 else protocols,
         "coverage": coverage(tasks),
         "ties": tied_tasks(tasks),
+        "dev_noise": dev_noise(runs),
         "methods": {m: METHOD_SPECS[m]["desc"] for m in ALL_METHODS},
         "tasks": tasks,
         "targets": check_targets(tasks),
@@ -1428,6 +1444,12 @@ def render_markdown(summary: dict, img_prefix: str = "img", images: list[str] | 
         lines.append(f"| `{mm}` | " + " | ".join(cells) + " |")
     lines += ["", "Metric per task: " + ", ".join(f"{t}: {tasks[t]['metric']}" for t in task_names) if task_names
               else "Metric per task: not run", ""]
+    noise = summary.get("dev_noise") or {}
+    if noise:
+        lines += ["Dev-set sampling noise of a single run (binomial standard error at the mean accuracy of all runs): "
+                  + ", ".join(f"{t} ±{_fmt(v['standard_error_points'])} points ({v['eval_rows']} rows)"
+                              for t, v in noise.items())
+                  + ". Gaps between single runs within about twice that are not evidence either way.", ""]
     for t, tie in (summary.get("ties") or {}).items():
         lines += [f"**{t}: every one of the {tie['methods']} methods that ran scored {_fmt(tie['value'])}**, so this task "
                   "ranks nothing at this step budget; its rows in the targets below compare equal numbers.", ""]

@@ -202,6 +202,16 @@ def test_a_task_where_every_method_ties_is_flagged(bench):
     assert "**cola: every one of the 3 methods that ran scored 0.00**" in bench.render_markdown(summary)
 
 
+def test_dev_noise_is_the_binomial_standard_error(bench):
+    runs = [make_run("rte", "hidlr", 0, 0.6, eval_rows=277), make_run("rte", "bitfit", 0, 0.5, eval_rows=277)]
+    runs += [make_run("cola", "hidlr", 0, 0.3, eval_rows=1043)]  # Matthews correlation: no binomial error
+    summary = bench.build_summary(runs, machine={"cpu": "x"}, command="b.py")
+    se = 100 * (0.55 * 0.45 / 277) ** 0.5
+    assert summary["dev_noise"]["rte"]["standard_error_points"] == pytest.approx(se, abs=1e-4)
+    assert "cola" not in summary["dev_noise"]
+    assert f"rte ±{se:.2f} points (277 rows)" in bench.render_markdown(summary)
+
+
 # ------------------------------------------------------------------------------------------ targets
 
 
