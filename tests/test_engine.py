@@ -568,6 +568,31 @@ def test_linear_optimizers_accepted():
             assert hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132])).status == "ok"
 
 
+def test_linearity_check_steps_each_groups_smallest_tensors(monkeypatch):
+    """The one-time check must not clone a big embedding's optimizer state when small members suffice."""
+    import hidlr_hf.engine as engine
+
+    torch.manual_seed(0)
+    emb, head = torch.nn.Embedding(40_000, 8), torch.nn.Linear(8, 1)  # 320k-element matrix led first in its group
+    small = torch.nn.Parameter(0.01 * torch.randn(70_000))  # alone enough for the check (>= 65,536 elements)
+    opt = torch.optim.AdamW([{"params": [emb.weight, small]}, {"params": head.parameters()}], lr=1e-3)
+    ids = torch.randint(0, 40_000, (16,))
+
+    def loss():
+        return (head(emb(ids)) ** 2).mean() + (small**2).mean()
+
+    cloned = []
+    original = engine._clone_state
+    monkeypatch.setattr(engine, "_clone_state", lambda o, ps: cloned.append(sum(p.numel() for p in ps)) or original(o, ps))
+    hidlr = HiDLR(opt, every=1)
+    for _ in range(2):  # the second step has optimizer state, the first none
+        opt.zero_grad()
+        loss().backward()
+        assert hidlr.step(loss).status == "ok"
+    assert cloned and max(cloned) < emb.weight.numel()  # the embedding (320k elements) was never in the subset
+    assert hidlr.linearity_checked
+
+
 def test_tied_groups_share_one_rate_and_scheduler_multiplies():
     X, y = _regression()
     a, b = _model()
