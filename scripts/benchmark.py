@@ -1696,12 +1696,20 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
         written.append("hidlr_rates.png")
     by_every = (summary.get("overhead") or {}).get("by_every") or {}
     if by_every:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(7, 4))
         keys = list(by_every)
         xs = range(len(keys))
-        ax.bar([x - 0.2 for x in xs], [by_every[k]["step_time_ratio_mean"] for k in keys], 0.4, label="mean ratio")
-        ax.bar([x + 0.2 for x in xs], [by_every[k]["step_time_ratio_median"] for k in keys], 0.4, label="median ratio")
+        bars = [("measured mean", lambda v: v["step_time_ratio_mean"]),
+                ("measured median", lambda v: v["step_time_ratio_median"])]
+        # The measured window is short; the projections show where the same per-round costs lead in longer runs.
+        for n in (1000, 10000):
+            if all(str(n) in (by_every[k].get("projected_ratio") or {}) for k in keys):
+                bars.append((f"projected, {n} steps", lambda v, n=n: v["projected_ratio"][str(n)]))
+        width = 0.8 / len(bars)
+        for i, (label, get) in enumerate(bars):
+            ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [get(by_every[k]) for k in keys], width, label=label)
         ax.axhline(1.0, color="k", linewidth=0.8)
+        ax.axhline(1.05, color="k", linewidth=0.8, linestyle=":", label="target 1.05 at auto")
         ax.set_xticks(list(xs), keys)
         ax.set_xlabel("hidlr_every")
         ax.set_ylabel("step time, Hi-DLR / plain")
