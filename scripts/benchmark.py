@@ -132,6 +132,13 @@ OVERHEAD_EVERY = ("auto", 1, 10, 100)
 LINEAR_R2 = 0.95  # growth called linear when the linear fit explains at least this much variance
 
 SECTIONS = ("quality", "overhead", "scaling", "report")
+# The methods each target compares (a verdict is provisional while any of them lacks seeds somewhere).
+TARGET_METHODS = {
+    "T1": ("hidlr",) + ADAMW_METHODS,
+    "T2": ("hidlr", "hidlr_from_1e-06", "hidlr_from_1e-03", "adamw_lr1e-03"),
+    "T3": ("hidlr",) + LR_FREE_RIVALS,
+    "T4": ("autopeft_1pct", "lora_r8", "bitfit") + FULL_FT_METHODS,
+}
 
 
 def protocol_of(args) -> dict:
@@ -1482,7 +1489,10 @@ def render_markdown(summary: dict, img_prefix: str = "img", images: list[str] | 
 
     lines += ["## Targets", ""]
     for target in summary.get("targets", []):
-        lines += [f"### {target['id']}: {target['target']} — {_verdict(target['met'])}", ""]
+        short = [m for m in TARGET_METHODS.get(target["id"], ()) if m in (cov.get("cells_with_fewer_seeds") or {})]
+        caveat = (f" (provisional: `{'`, `'.join(short)}` ha{'s' if len(short) == 1 else 've'} cells with fewer than "
+                  f"{cov.get('seeds_planned')} seeds)") if short and target["met"] is not None else ""
+        lines += [f"### {target['id']}: {target['target']} — {_verdict(target['met'])}{caveat}", ""]
         lines += _target_lines(target)
         lines.append("")
 

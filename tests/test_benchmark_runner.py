@@ -188,6 +188,9 @@ def test_coverage_counts_runs_and_lists_cells_short_of_seeds(bench):
     assert cov["cells_with_fewer_seeds"] == {"prodigy": {"rte": 1}} and cov["complete"] is False
     text = bench.render_markdown(bench.build_summary(runs, machine={"cpu": "x"}, command="b.py"))
     assert f"**Partial:** {planned - 2} of the protocol's {planned} runs" in text and "- `prodigy`: rte 1" in text
+    t3 = next(line for line in text.splitlines() if line.startswith("### T3"))
+    assert "(provisional: `prodigy` has cells with fewer than 3 seeds)" in t3
+    assert "provisional" not in next(line for line in text.splitlines() if line.startswith("### T1"))
     full = [make_run(t, m, s, 0.6) for t in bench.TASKS for m in bench.METHODS for s in (0, 1, 2)]
     summary = bench.build_summary(full, machine={"cpu": "x"}, command="b.py")
     assert summary["coverage"]["complete"] is True
