@@ -144,12 +144,81 @@ def test_run_quality_does_not_rerun_present_files_and_resumes(bench, tmp_path):
     plan = bench.plan_runs(["rte"], ["hidlr", "bitfit", "prodigy"], [0])
     counts = bench.run_quality(args, plan, runner=runner)
     assert calls == [("rte", "bitfit", 0), ("rte", "prodigy", 0)]
-    assert counts == {"planned": 3, "skipped": 1, "ran": 2, "failed": 1}
+    assert counts == {"planned": 3, "skipped": 1, "ran": 2, "failed": 1, "not_needed": 0}
     calls.clear()
     assert bench.run_quality(args, plan, runner=runner)["ran"] == 0 and calls == []  # resume: nothing left
     args.retry_errors = True
     bench.run_quality(args, plan, runner=runner)
     assert calls == [("rte", "prodigy", 0)]
+
+
+def _grid_runner(bench, out, seed0_scores, calls):
+    """A fake runner: AdamW rates score ``seed0_scores`` on seed 0 (training loss 0.5 each), everything else 0.5."""
+
+    def runner(task, method, seed):
+        calls.append((task, method, seed))
+        value = seed0_scores.get(method, 0.5) if seed == 0 else 0.5
+        write_runs(bench, out, [make_run(task, method, seed, value, train_loss=0.5)])
+
+    return runner
+
+
+def test_only_the_tuned_adamw_rate_runs_after_the_tuning_seed(bench, tmp_path):
+    scores = {"adamw_lr1e-05": 0.60, "adamw_lr3e-05": 0.64, "adamw_lr1e-04": 0.61, "adamw_lr3e-04": 0.62,
+              "adamw_lr1e-03": 0.50}
+    calls = []
+    plan = bench.plan_runs(["rte"], list(bench.ADAMW_METHODS) + ["hidlr"], [0, 1, 2])
+    args = Namespace(out=str(tmp_path), retry_errors=False, adamw_grid="tuned")
+    counts = bench.run_quality(args, plan, runner=_grid_runner(bench, tmp_path, scores, calls))
+    later = {(m, s) for _, m, s in calls if s > 0}
+    # 3e-05 won seed 0; 1e-03 is T2's comparator, so it gets every seed too.
+    assert later == {(m, s) for m in ("adamw_lr3e-05", "adamw_lr1e-03", "hidlr") for s in (1, 2)}
+    assert counts["ran"] == 6 + 6 and counts["not_needed"] == 6
+    assert bench.tuned_adamw_from_files(tmp_path, "rte") == "adamw_lr3e-05"
+    summary = bench.build_summary(bench.load_runs(tmp_path), machine={"cpu": "x"}, command="b.py")
+    short = summary["coverage"]["cells_with_fewer_seeds"]
+    assert not any("rte" in short.get(m, {}) for m in bench.ADAMW_METHODS)  # untuned rates need the tuning seed only
+    # every_seed runs the rest of the grid; nothing is rerun.
+    calls.clear()
+    args.adamw_grid = "every_seed"
+    bench.run_quality(args, plan, runner=_grid_runner(bench, tmp_path, scores, calls))
+    assert sorted(calls) == sorted((("rte", m, s) for m in ("adamw_lr1e-05", "adamw_lr1e-04", "adamw_lr3e-04")
+                                    for s in (1, 2)))
+
+
+def test_a_later_seed_of_an_adamw_rate_waits_for_the_tuning_grid(bench, tmp_path, capsys):
+    calls = []
+    args = Namespace(out=str(tmp_path), retry_errors=False, adamw_grid="tuned")
+    plan = bench.plan_runs(["mrpc"], ["adamw_lr1e-04", "adamw_lr1e-03"], [1])
+    counts = bench.run_quality(args, plan, runner=_grid_runner(bench, tmp_path, {}, calls))
+    assert calls == [("mrpc", "adamw_lr1e-03", 1)] and counts["not_needed"] == 1
+    assert "the AdamW grid on tuning seed 0 is incomplete for mrpc" in capsys.readouterr().out
+
+
+def test_tuned_rate_ties_go_to_the_lower_training_loss_then_the_grid_order(bench):
+    assert bench.pick_tuned({"adamw_lr1e-04": (0.0, 0.62), "adamw_lr3e-04": (0.0, 0.61), "adamw_lr1e-05": (0.0, 0.7)}) \
+        == "adamw_lr3e-04"
+    assert bench.pick_tuned({"adamw_lr1e-03": (0.5, None), "adamw_lr1e-05": (0.5, None)}) == "adamw_lr1e-05"
+    assert bench.pick_tuned({"adamw_lr1e-03": (0.7, 0.9), "adamw_lr1e-05": (0.5, 0.1)}) == "adamw_lr1e-03"
+    assert bench.pick_tuned({}) is None
+
+
+def test_t1_tunes_on_seed0_and_compares_that_rates_mean_over_seeds(bench):
+    # 1e-04 wins seed 0 but is unlucky on seeds 1-2; 3e-04 has a higher 1-seed mean. Tuned AdamW is 1e-04.
+    runs = [make_run("sst2", m, 0, v) for m, v in (("adamw_lr1e-05", 0.60), ("adamw_lr3e-05", 0.65),
+                                                     ("adamw_lr1e-04", 0.70), ("adamw_lr3e-04", 0.69),
+                                                     ("adamw_lr1e-03", 0.50))]
+    runs += [make_run("sst2", "adamw_lr1e-04", s, 0.60) for s in (1, 2)]
+    runs += [make_run("sst2", "hidlr", s, 0.64) for s in (0, 1, 2)]
+    summary = bench.build_summary(runs, machine={"cpu": "x"}, command="b.py")
+    row = _target(summary["targets"], "T1")["rows"][0]
+    assert row["best_adamw_method"] == "adamw_lr1e-04" and row["best_adamw_seeds"] == 3
+    assert row["best_adamw"] == pytest.approx(100 * (0.70 + 0.60 + 0.60) / 3)
+    assert row["gap"] == pytest.approx(row["best_adamw"] - 64.0) and row["met"] is True
+    t4 = _target(summary["targets"], "T4")["rows"][0]
+    assert t4["autopeft"] is None  # no autopeft run; best full fine-tuning still follows the same rule:
+    assert summary["tasks"]["sst2"]["methods"]["adamw_lr1e-04"]["train_losses"] == [None, None, None]
+    assert "| sst2 | 64.00 | 63.33 (`adamw_lr1e-04`, 3) | 5 of 5 |" in bench.render_markdown(summary)
 
 
 # ------------------------------------------------------------------------------------- aggregation
@@ -183,13 +252,14 @@ def test_coverage_counts_runs_and_lists_cells_short_of_seeds(bench):
     runs = [r for r in runs if not (r["task"] == "rte" and r["method"] == "prodigy" and r["seed"] > 0)]
     runs += [make_run("rte", "adamw_lr1e-06", 0, 0.5)]  # outside the default list: not counted
     cov = bench.build_summary(runs, machine={"cpu": "x"}, command="b.py")["coverage"]
-    planned = len(bench.TASKS) * len(bench.METHODS) * 3
+    # Every rate ties, so the grid order picks adamw_lr1e-05: three rates (not 1e-03, which T2 names) need seed 0 only.
+    planned = len(bench.TASKS) * (len(bench.METHODS) * 3 - 3 * 2)
     assert cov["planned_runs"] == planned and cov["finished_runs"] == planned - 2
     assert cov["cells_with_fewer_seeds"] == {"prodigy": {"rte": 1}} and cov["complete"] is False
     text = bench.render_markdown(bench.build_summary(runs, machine={"cpu": "x"}, command="b.py"))
     assert f"**Partial:** {planned - 2} of the protocol's {planned} runs" in text and "- `prodigy`: rte 1" in text
     t3 = next(line for line in text.splitlines() if line.startswith("### T3"))
-    assert "(provisional: `prodigy` has cells with fewer than 3 seeds)" in t3
+    assert "(provisional: `prodigy` has cells with fewer seeds than planned)" in t3
     assert "provisional" not in next(line for line in text.splitlines() if line.startswith("### T1"))
     full = [make_run(t, m, s, 0.6) for t in bench.TASKS for m in bench.METHODS for s in (0, 1, 2)]
     summary = bench.build_summary(full, machine={"cpu": "x"}, command="b.py")
