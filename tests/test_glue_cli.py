@@ -106,16 +106,22 @@ def test_rte_end_to_end_full_model(tiny_model, glue_dir, tmp_path, capsys):
     assert "eval_accuracy" in printed and "Hi-DLR groups" in printed and "base rate" in printed
 
 
-def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path):
+def _train_on_synthetic(tiny_model, tmp_path, task, folder, write, peft) -> Path:
+    """Two steps of ``task`` on 24 synthetic rows written by ``write`` into ``<glue>/<folder>``; the output folder."""
     data = tmp_path / "glue"
-    (data / "STS-B").mkdir(parents=True)
-    _write_stsb(data / "STS-B", rows=24)
-    out = tmp_path / "stsb"
+    (data / folder).mkdir(parents=True)
+    write(data / folder, rows=24)
+    out = tmp_path / task
     code = cli.main([
-        "--task_name", "sts-b", "--model_name_or_path", tiny_model, "--data_dir", str(data), "--output_dir", str(out),
-        "--peft", "autopeft", "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST,
+        "--task_name", task, "--model_name_or_path", tiny_model, "--data_dir", str(data), "--output_dir", str(out),
+        "--peft", peft, "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST,
     ])
     assert code == 0
+    return out
+
+
+def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path):
+    out = _train_on_synthetic(tiny_model, tmp_path, "sts-b", "STS-B", _write_stsb, "autopeft")
     results = _json(out / "eval_results.json")
     for key in ("eval_pearson", "eval_spearmanr", "eval_combined_score"):
         assert key in results
@@ -124,15 +130,7 @@ def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path):
 
 
 def test_mnli_matched_and_mismatched_with_lora(tiny_model, tmp_path):
-    data = tmp_path / "glue"
-    (data / "MNLI").mkdir(parents=True)
-    _write_mnli(data / "MNLI", rows=24)
-    out = tmp_path / "mnli"
-    code = cli.main([
-        "--task_name", "mnli", "--model_name_or_path", tiny_model, "--data_dir", str(data), "--output_dir", str(out),
-        "--peft", "lora", "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST,
-    ])
-    assert code == 0
+    out = _train_on_synthetic(tiny_model, tmp_path, "mnli", "MNLI", _write_mnli, "lora")
     results = _json(out / "all_results.json")
     assert "eval_accuracy" in results and "eval_accuracy_mm" in results
     assert results["eval_samples"] == 10 and results["eval_samples_mm"] == 6
