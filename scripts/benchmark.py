@@ -1574,7 +1574,9 @@ def render_markdown(summary: dict, img_prefix: str = "img", images: list[str] | 
         lines.append(f"| `{mm}` | " + " | ".join(cells) + " |")
     lines.append("")
     for img, caption in (("loss_curves.png", "Training loss (mean over seeds) per task"),
-                         ("hidlr_rates.png", "Per-group learning rates chosen by `hidlr` (first seed)")):
+                         ("hidlr_rates.png", "Per-group learning rates chosen by `hidlr` (first seed)"),
+                         ("lr_sensitivity.png", "Dev score against the learning rate: AdamW at each fixed rate, Hi-DLR "
+                                                "by its starting rate (mean ± std over seeds)")):
         if img in images:
             lines += [f"![{caption}]({img_prefix}/{img})", ""]
 
@@ -1746,6 +1748,22 @@ def _target_lines(target: dict) -> list[str]:
     return out
 
 
+def lr_points(tasks: dict) -> dict:
+    """Per task, ``{"adamw": [...], "hidlr": [...]}`` of ``(learning rate, mean, std, seeds)`` sorted by rate: AdamW
+    at each fixed rate, and Hi-DLR (module_type groups) by its *starting* rate. The robust-start claim in one view."""
+    hidlr_family = ("hidlr", "hidlr_from_1e-06", "hidlr_from_1e-03")
+    out = {}
+    for task, entry in tasks.items():
+        points = {"adamw": [], "hidlr": []}
+        for method, stats in entry["methods"].items():
+            kind = "adamw" if method.startswith("adamw_lr") else "hidlr" if method in hidlr_family else None
+            if kind and stats.get("mean") is not None:
+                points[kind].append((METHOD_SPECS[method]["lr"], stats["mean"], stats.get("std"), stats["seeds"]))
+        if points["adamw"] or points["hidlr"]:
+            out[task] = {k: sorted(v) for k, v in points.items()}
+    return out
+
+
 def write_plots(summary: dict, img_dir: Path) -> list[str]:
     """PNG figures drawn from ``summary``; returns the file names written."""
     import matplotlib
@@ -1797,6 +1815,28 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
         fig.savefig(img_dir / "hidlr_rates.png", dpi=110)
         plt.close(fig)
         written.append("hidlr_rates.png")
+    sensitivity = lr_points(summary.get("tasks") or {})
+    if sensitivity:
+        cols = min(2, len(sensitivity))
+        rows = math.ceil(len(sensitivity) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
+        for ax in list(axes.flat)[len(sensitivity):]:
+            ax.axis("off")
+        for ax, (task, points) in zip(axes.flat, sensitivity.items()):
+            for kind, label, style in (("adamw", "AdamW at a fixed rate", "s--"),
+                                       ("hidlr", "Hi-DLR started at that rate", "o-")):
+                if points[kind]:
+                    lr, mean, std, _ = zip(*points[kind])
+                    ax.errorbar(lr, mean, yerr=[x or 0.0 for x in std], fmt=style, capsize=3, label=label)
+            ax.set_xscale("log")
+            ax.set_title(task)
+            ax.set_xlabel("learning rate (Hi-DLR: starting rate)")
+            ax.set_ylabel(f"{summary['tasks'][task]['metric']} x 100")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(img_dir / "lr_sensitivity.png", dpi=110)
+        plt.close(fig)
+        written.append("lr_sensitivity.png")
     by_every = (summary.get("overhead") or {}).get("by_every") or {}
     if by_every:
         fig, ax = plt.subplots(figsize=(7, 4))

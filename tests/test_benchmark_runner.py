@@ -476,9 +476,20 @@ def test_write_report_files(bench, tmp_path):
     assert set(summary) >= {"tasks", "overhead", "memory", "scaling", "machine", "command", "targets"}
     text = (docs / "BENCHMARKS.md").read_text()
     assert "# Benchmarks" in text and "not run" in text
-    for image in ("loss_curves.png", "hidlr_rates.png", "overhead.png", "scaling_groups.png", "scaling_size.png"):
+    for image in ("loss_curves.png", "hidlr_rates.png", "lr_sensitivity.png", "overhead.png", "scaling_groups.png",
+                  "scaling_size.png"):
         assert (docs / "img" / image).stat().st_size > 0
         assert f"img/{image}" in text
+
+
+def test_lr_sensitivity_points_put_hidlr_at_its_starting_rate(bench):
+    runs = [make_run("sst2", "adamw_lr1e-04", s, v) for s, v in ((0, 0.8), (1, 0.7))]
+    runs += [make_run("sst2", m, 0, v) for m, v in (("adamw_lr1e-06", 0.5), ("hidlr", 0.78), ("hidlr_from_1e-03", 0.6),
+                                                     ("hidlr_single_group", 0.7), ("bitfit", 0.55))]
+    points = bench.lr_points(bench.aggregate_tasks(runs)[0])["sst2"]
+    assert [p[0] for p in points["adamw"]] == [1e-6, 1e-4]
+    assert points["adamw"][1][1:] == (pytest.approx(75.0), pytest.approx(100 * 0.05 * 2 ** 0.5, abs=1e-4), 2)
+    assert points["hidlr"] == [(5e-5, pytest.approx(78.0), None, 1), (1e-3, pytest.approx(60.0), None, 1)]
 
 
 def test_linear_fit_and_index_scheme(bench):
