@@ -20,6 +20,7 @@ Everything that BENCHMARKS.md states is a number held in summary.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -261,6 +262,30 @@ def machine_info() -> dict:
     except Exception:  # noqa: BLE001
         pass
     return info
+
+
+def code_fingerprint(package: Path = REPO / "hidlr_hf") -> dict:
+    """Which library code a run used: a hash of the package's Python sources (paths and bytes), and the git commit
+    when there is one. Runs of different engine versions must not be compared silently; the report checks this."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(package).rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=str(REPO), capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"hidlr_hf_sha256": digest.hexdigest()[:16], "git_commit": commit}
+
+
+def code_versions(runs: list[dict]) -> dict:
+    """Finished runs per hidlr_hf source hash ("unrecorded" for runs made before runs recorded it)."""
+    out: dict = {}
+    for run in runs:
+        if "error" not in run:
+            key = (run.get("code") or {}).get("hidlr_hf_sha256") or "unrecorded"
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 # --------------------------------------------------------------------------------------- peak memory
@@ -728,7 +753,7 @@ def child_run(args) -> int:
     path = run_path(Path(args.out), task, method, seed)
     protocol = protocol_of(args)
     base = {"task": task, "method": method, "seed": seed, "protocol": protocol, "machine": machine_info(),
-            "command": command_line()}
+            "code": code_fingerprint(), "command": command_line()}
     started = time.time()
     try:
         if method not in METHOD_SPECS:
@@ -1422,6 +1447,7 @@ def build_summary(runs: list[dict], overhead: dict | None = None, scaling: dict 
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "protocol": protocols[0] if len(protocols) == 1 else protocols,
         "coverage": coverage(tasks),
+        "code_versions": code_versions(runs),
         "ties": tied_tasks(tasks),
         "dev_noise": dev_noise(runs),
         "methods": {m: METHOD_SPECS[m]["desc"] for m in ALL_METHODS},
@@ -1510,6 +1536,17 @@ def render_markdown(summary: dict, img_prefix: str = "img", images: list[str] | 
                   json.dumps(p, indent=1), "```", ""]
     else:
         lines += ["not run", ""]
+    versions = {k: v for k, v in (summary.get("code_versions") or {}).items() if k != "unrecorded"}
+    unrecorded = (summary.get("code_versions") or {}).get("unrecorded", 0)
+    if len(versions) > 1:
+        lines += ["**Mixed code:** the runs come from " + str(len(versions)) + " versions of the `hidlr_hf` sources ("
+                  + ", ".join(f"`{k}`: {v} runs" for k, v in versions.items()) + "). Numbers of different engine "
+                  "versions are compared below; delete the stale run files and rerun the command before drawing "
+                  "conclusions.", ""]
+    elif versions:
+        (sha, n), = versions.items()
+        lines += [f"- Code: {n} runs record the `hidlr_hf` source hash `{sha}`"
+                  + (f"; {unrecorded} earlier runs predate that record." if unrecorded else "."), ""]
     cov = summary.get("coverage") or {}
     if cov:
         grid_rule = (f"{cov['seeds_planned']} seeds of every method on every task, except that the AdamW rates other "

@@ -492,6 +492,25 @@ def test_lr_sensitivity_points_put_hidlr_at_its_starting_rate(bench):
     assert points["hidlr"] == [(5e-5, pytest.approx(78.0), None, 1), (1e-3, pytest.approx(60.0), None, 1)]
 
 
+def test_code_fingerprint_follows_the_sources_and_mixed_versions_are_flagged(bench, tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "engine.py").write_text("x = 1\n")
+    (package / "sub" / "rates.py").write_text("y = 2\n")
+    first = bench.code_fingerprint(package)["hidlr_hf_sha256"]
+    assert bench.code_fingerprint(package)["hidlr_hf_sha256"] == first  # deterministic
+    (package / "sub" / "rates.py").write_text("y = 3\n")
+    assert bench.code_fingerprint(package)["hidlr_hf_sha256"] != first  # any source change shows
+    runs = [make_run("rte", "hidlr", s, 0.6, code={"hidlr_hf_sha256": "aaa"}) for s in (0, 1)]
+    runs.append(make_run("rte", "bitfit", 0, 0.5))  # made before runs recorded their code
+    summary = bench.build_summary(runs, machine={"cpu": "x"}, command="b.py")
+    assert summary["code_versions"] == {"aaa": 2, "unrecorded": 1}
+    assert "- Code: 2 runs record the `hidlr_hf` source hash `aaa`; 1 earlier runs predate" in bench.render_markdown(summary)
+    runs.append(make_run("rte", "hidlr", 2, 0.6, code={"hidlr_hf_sha256": "bbb"}))
+    text = bench.render_markdown(bench.build_summary(runs, machine={"cpu": "x"}, command="b.py"))
+    assert "**Mixed code:** the runs come from 2 versions" in text and "`bbb`: 1 runs" in text
+
+
 def test_linear_fit_and_index_scheme(bench):
     fit = bench.linear_fit([2, 4, 8, 16], [1.0, 2.0, 4.0, 8.0])
     assert fit["slope"] == pytest.approx(0.5) and fit["r2"] == pytest.approx(1.0) and fit["linear"] is True
