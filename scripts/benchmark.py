@@ -371,11 +371,15 @@ def tuned_adamw_from_files(out: Path, task: str) -> str | None:
     return pick_tuned(scores)
 
 
+def runs_every_seed(method: str) -> bool:
+    """Whether the protocol runs ``method`` on every seed: all but the AdamW rates no target names."""
+    return method not in ADAMW_METHODS or method in ADAMW_EVERY_SEED
+
+
 def run_needed(out: Path, task: str, method: str, seed: int, adamw_grid: str = "tuned") -> tuple[bool, str]:
     """Whether a planned run belongs to the protocol (an AdamW rate off the tuning seed only if it was tuned), and why
     not when it does not."""
-    if (adamw_grid == "every_seed" or method not in ADAMW_METHODS or method in ADAMW_EVERY_SEED
-            or seed == TUNING_SEED):
+    if adamw_grid == "every_seed" or runs_every_seed(method) or seed == TUNING_SEED:
         return True, ""
     tuned = tuned_adamw_from_files(Path(out), task)
     if tuned is None:
@@ -1375,26 +1379,19 @@ def summarize_scaling(scaling: dict | None) -> dict:
     return out
 
 
-def planned_seeds(tasks: dict, task: str, method: str, seeds: tuple = FULL["seeds"]) -> int:
-    """Seeds the default protocol gives ``method`` on ``task``: all, except an AdamW rate that was not tuned there
-    (the tuning seed only). While the task's grid is unfinished, a rate no target names counts the tuning seed only."""
-    if method not in ADAMW_METHODS or method in ADAMW_EVERY_SEED:
-        return len(seeds)
-    scores = tuning_scores(tasks, task)
-    tuned = pick_tuned(scores) if len(scores) == len(ADAMW_METHODS) else None
-    return len(seeds) if method == tuned else 1
-
-
 def coverage(tasks: dict, seeds: tuple = FULL["seeds"]) -> dict:
     """What of the default protocol the runs found cover: counts, and per method the tasks it ran on with fewer seeds
     than the protocol gives it (the report marks conclusions drawn from those)."""
     planned = done = 0
     short = {}
     for t in TASKS:
-        if len(tuning_scores(tasks, t)) < len(ADAMW_METHODS):
+        # An AdamW rate no target names gets the tuning seed only, unless it is the tuned one.
+        scores = tuning_scores(tasks, t)
+        tuned = pick_tuned(scores) if len(scores) == len(ADAMW_METHODS) else None
+        if tuned is None:
             planned += len(seeds) - 1  # the later seeds of the rate this grid will pick (at most)
         for m in METHODS:
-            want = planned_seeds(tasks, t, m, seeds)
+            want = len(seeds) if runs_every_seed(m) or m == tuned else 1
             have = len(tasks.get(t, {}).get("methods", {}).get(m, {}).get("seed_ids") or [])
             planned += want
             done += min(have, want)
@@ -1801,6 +1798,16 @@ def lr_points(tasks: dict) -> dict:
     return out
 
 
+def _grid(plt, panels: int, width: float, height: float):
+    """A figure with ``panels`` axes in at most two columns (unused cells blanked), and its axes in reading order."""
+    cols = min(2, panels)
+    rows = math.ceil(panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)
+
+
 def write_plots(summary: dict, img_dir: Path) -> list[str]:
     """PNG figures drawn from ``summary``; returns the file names written."""
     import matplotlib
@@ -1813,11 +1820,9 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
     curves = summary.get("curves") or {}
     if curves:
         colors = plt.get_cmap("tab20")
-        cols = min(2, len(curves))
-        rows = math.ceil(len(curves) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
+        fig, axes = _grid(plt, len(curves), 6, 4)
         handles = {}
-        for ax, (task, methods) in zip(axes.flat, curves.items()):
+        for ax, (task, methods) in zip(axes, curves.items()):
             for method, c in methods.items():
                 if c["steps"]:
                     index = ALL_METHODS.index(method) if method in ALL_METHODS else len(ALL_METHODS)
@@ -1828,8 +1833,6 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
             ax.set_title(task)
             ax.set_xlabel("step")
             ax.set_ylabel("training loss (mean over seeds)")
-        for ax in list(axes.flat)[len(curves):]:
-            ax.axis("off")
         fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=7)
         fig.tight_layout(rect=(0, 0, 0.82, 1))
         fig.savefig(img_dir / "loss_curves.png", dpi=110)
@@ -1854,12 +1857,8 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
         written.append("hidlr_rates.png")
     sensitivity = lr_points(summary.get("tasks") or {})
     if sensitivity:
-        cols = min(2, len(sensitivity))
-        rows = math.ceil(len(sensitivity) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
-        for ax in list(axes.flat)[len(sensitivity):]:
-            ax.axis("off")
-        for ax, (task, points) in zip(axes.flat, sensitivity.items()):
+        fig, axes = _grid(plt, len(sensitivity), 5.5, 3.8)
+        for ax, (task, points) in zip(axes, sensitivity.items()):
             for kind, label, style in (("adamw", "AdamW at a fixed rate", "s--"),
                                        ("hidlr", "Hi-DLR started at that rate", "o-")):
                 if points[kind]:
@@ -1869,7 +1868,7 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
             ax.set_title(task)
             ax.set_xlabel("learning rate (Hi-DLR: starting rate)")
             ax.set_ylabel(f"{summary['tasks'][task]['metric']} x 100")
-        axes.flat[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(img_dir / "lr_sensitivity.png", dpi=110)
         plt.close(fig)
