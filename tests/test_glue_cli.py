@@ -106,7 +106,7 @@ def test_rte_end_to_end_full_model(tiny_model, glue_dir, tmp_path, capsys):
     assert "eval_accuracy" in printed and "Hi-DLR groups" in printed and "base rate" in printed
 
 
-def _train_on_synthetic(tiny_model, tmp_path, task, folder, write, peft) -> Path:
+def _train_on_synthetic(tiny_model, tmp_path, task, folder, write, peft, extra=()) -> Path:
     """Two steps of ``task`` on 24 synthetic rows written by ``write`` into ``<glue>/<folder>``; the output folder."""
     data = tmp_path / "glue"
     (data / folder).mkdir(parents=True)
@@ -114,7 +114,7 @@ def _train_on_synthetic(tiny_model, tmp_path, task, folder, write, peft) -> Path
     out = tmp_path / task
     code = cli.main([
         "--task_name", task, "--model_name_or_path", tiny_model, "--data_dir", str(data), "--output_dir", str(out),
-        "--peft", peft, "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST,
+        "--peft", peft, "--max_steps", "2", "--ignore_mismatched_sizes", "true", *FAST, *extra,
     ])
     assert code == 0
     return out
@@ -135,6 +135,31 @@ def test_mnli_matched_and_mismatched_with_lora(tiny_model, tmp_path):
     assert "eval_accuracy" in results and "eval_accuracy_mm" in results
     assert results["eval_samples"] == 10 and results["eval_samples_mm"] == 6
     assert (out / "adapter_config.json").is_file()  # a LoRA run saves the adapter
+
+
+def test_same_seed_same_run_whatever_the_global_rng(tiny_model, tmp_path):
+    """The new 3-way head and the LoRA weights come from --seed alone: the state of the global RNG before the call
+    does not matter (it did before the CLI seeded ahead of building the model), and another seed gives other weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    def adapter(name, seed, scramble):
+        torch.manual_seed(scramble)
+        out = _train_on_synthetic(
+            tiny_model, tmp_path / name, "mnli", "MNLI", _write_mnli, "lora", extra=("--seed", str(seed))
+        )
+        return load_file(str(out / "adapter_model.safetensors")), _json(out / "all_results.json")
+
+    first, first_results = adapter("a", seed=7, scramble=1)
+    again, again_results = adapter("b", seed=7, scramble=2)
+    other, _ = adapter("c", seed=8, scramble=1)
+    assert sorted(first) == sorted(again) == sorted(other)
+    assert any("classifier" in k for k in first) and any("lora_A" in k for k in first)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    assert first_results["train_loss"] == again_results["train_loss"]
+    assert first_results["eval_accuracy"] == again_results["eval_accuracy"]
+    assert any(not torch.equal(first[k], other[k]) for k in first if "lora_A" in k or "classifier" in k)
 
 
 def test_recipe_with_command_line_override(tiny_model, glue_dir, tmp_path, capsys):

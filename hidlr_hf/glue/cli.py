@@ -696,6 +696,14 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
     if training_args.do_eval and not eval_splits:
         raise HiDLRError(f"no dev data for {task.name}; pass --validation_file or --data_dir, or use --do_eval false")
 
+    # Seed before building the model, as run_glue.py does: a new classifier head and LoRA weights are drawn from the
+    # global RNG, which the Trainer seeds only later (after the model exists).
+    from transformers.trainer_utils import enable_full_determinism, set_seed
+
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
     _config, tokenizer, model = load_model(task, model_args)
     model = apply_peft(model, model_args)
     datasets = tokenize(raw, task, tokenizer, data_args)
