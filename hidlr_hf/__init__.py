@@ -10,14 +10,14 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "HiDLR": "hidlr_hf.engine",
-    "Estimate": "hidlr_hf.engine",
+    "HiDLR": "hidlr_hf.core.engine",
+    "Estimate": "hidlr_hf.core.engine",
     "HiDLRError": "hidlr_hf.errors",
-    "group_parameters": "hidlr_hf.grouping",
-    "optimizer_param_groups": "hidlr_hf.grouping",
-    "ParameterGroup": "hidlr_hf.grouping",
-    "select": "hidlr_hf.selection",
-    "parse_budget": "hidlr_hf.selection",
+    "group_parameters": "hidlr_hf.core.grouping",
+    "optimizer_param_groups": "hidlr_hf.core.grouping",
+    "ParameterGroup": "hidlr_hf.core.grouping",
+    "select": "hidlr_hf.core.selection",
+    "parse_budget": "hidlr_hf.core.selection",
     "build_mask": "hidlr_hf.peft_export",
     "export_adapter": "hidlr_hf.peft_export",
     "mask_to_peft_config": "hidlr_hf.peft_export",

@@ -27,9 +27,9 @@ from typing import Optional
 import torch
 from transformers import TrainerCallback
 
-from .engine import HiDLR
+from .core.engine import HiDLR
 from .errors import HiDLRError
-from .grouping import group_parameters, load_scheme, optimizer_param_groups
+from .core.grouping import group_parameters, load_scheme, optimizer_param_groups
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +405,7 @@ class HiDLRCallback(TrainerCallback):
 
     def freeze(self, budget=None) -> dict:
         """Rank groups by influence, keep the best within the budget (head always), freeze the rest."""
-        from .selection import GroupRecord, select
+        from .core.selection import GroupRecord, select
 
         engine = self.engine
         budget = budget if budget is not None else self.settings["hidlr_trainable_budget"]

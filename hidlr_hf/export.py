@@ -12,9 +12,9 @@ import re
 
 from .callbacks import STATE_FILE, _is_head
 from .errors import HiDLRError
-from .influence import InfluenceTracker
+from .core.influence import InfluenceTracker
 from .peft_export import build_mask, export_adapter
-from .selection import GroupRecord, Selection, select
+from .core.selection import GroupRecord, Selection, select
 
 
 def mean_influence(engine_state: dict) -> list[float]:

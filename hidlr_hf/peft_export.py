@@ -57,8 +57,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from hidlr_hf.errors import HiDLRError
-from hidlr_hf.grouping import group_parameters
-from hidlr_hf.selection import GroupRecord, Selection
+from hidlr_hf.core.grouping import group_parameters
+from hidlr_hf.core.selection import GroupRecord, Selection
 
 __all__ = [
     "MASK_FORMAT",

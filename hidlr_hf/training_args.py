@@ -90,8 +90,8 @@ class HiDLRTrainingArguments(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         self.hidlr_every = parse_every(self.hidlr_every)
-        from .estimation import DESIGNS
-        from .grouping import load_scheme
+        from .core.estimation import DESIGNS
+        from .core.grouping import load_scheme
 
         load_scheme(self.hidlr_grouping)  # unknown scheme names and broken scheme files fail here, not mid-run
 
@@ -106,7 +106,7 @@ class HiDLRTrainingArguments(TrainingArguments):
             )
         if self.hidlr_freeze_at is not None:
             self.hidlr_freeze_at = parse_freeze_at(self.hidlr_freeze_at)
-            from .selection import parse_budget
+            from .core.selection import parse_budget
 
             parse_budget(self.hidlr_trainable_budget)  # fail now, not mid-run
 

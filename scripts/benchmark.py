@@ -823,9 +823,9 @@ def _overhead_one(task, train, collator, steps: int, every) -> dict:
 def projected_ratio(every, steps: int, plain_step: float, round_seconds: float, passes: float,
                     first_round_seconds: float | None = None) -> float:
     """Step-time ratio over a run of ``steps`` steps, from measured per-round costs (the first round, which also
-    checks linearity, apart) and the engine's own schedule of rounds (``hidlr_hf.rates.ProbeSchedule``, default
+    checks linearity, apart) and the engine's own schedule of rounds (``hidlr_hf.core.rates.ProbeSchedule``, default
     settings; batch = probe batch, so a step costs 3 forwards)."""
-    from hidlr_hf.rates import ProbeSchedule
+    from hidlr_hf.core.rates import ProbeSchedule
 
     schedule = ProbeSchedule(every if every == "auto" else int(every), 10, 0.05, 3.0)
     rounds = 0

@@ -483,7 +483,7 @@ def test_state_dict_round_trip_resumes_identically():
 
 
 def test_auto_schedule_spaces_rounds_within_budget():
-    from hidlr_hf.rates import ProbeSchedule
+    from hidlr_hf.core.rates import ProbeSchedule
 
     schedule = ProbeSchedule("auto", calibration_rounds=4, overhead_budget=0.05, step_cost=3.0)
     steps, rounds = [], 0
@@ -570,7 +570,7 @@ def test_linear_optimizers_accepted():
 
 def test_linearity_check_steps_each_groups_smallest_tensors(monkeypatch):
     """The one-time check must not clone a big embedding's optimizer state when small members suffice."""
-    import hidlr_hf.engine as engine
+    import hidlr_hf.core.engine as engine
 
     torch.manual_seed(0)
     emb, head = torch.nn.Embedding(40_000, 8), torch.nn.Linear(8, 1)  # 320k-element matrix led first in its group

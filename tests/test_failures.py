@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hidlr_hf import HiDLR, HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
-from hidlr_hf.grouping import group_parameters, load_scheme
+from hidlr_hf.core.grouping import group_parameters, load_scheme
 
 # ----------------------------------------------------------------------------------------------- bad input
 

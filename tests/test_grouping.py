@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from hidlr_hf import HiDLRError
-from hidlr_hf.grouping import (
+from hidlr_hf.core.grouping import (
     BUILTIN_SCHEMES,
     ParameterGroup,
     group_of_parameter,
@@ -468,7 +468,7 @@ def test_peft_wrappers_on_plain_torch_model():
 
 def test_module_imports_neither_transformers_nor_peft():
     code = (
-        "import sys, hidlr_hf.grouping; "
+        "import sys, hidlr_hf.core.grouping; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

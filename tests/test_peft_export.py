@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hidlr_hf import HiDLRError
-from hidlr_hf.grouping import group_parameters
+from hidlr_hf.core.grouping import group_parameters
 from hidlr_hf.peft_export import (
     MASK_FORMAT,
     apply_relative_selection,
@@ -20,7 +20,7 @@ from hidlr_hf.peft_export import (
     mask_to_peft_config,
     relative_selection,
 )
-from hidlr_hf.selection import GroupRecord, records_from_groups, select
+from hidlr_hf.core.selection import GroupRecord, records_from_groups, select
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from hidlr_hf import HiDLRError
-from hidlr_hf.selection import GroupRecord, Selection, parse_budget, records_from_groups, select
+from hidlr_hf.core.selection import GroupRecord, Selection, parse_budget, records_from_groups, select
 
 NAN = math.nan
 
@@ -151,7 +151,7 @@ def test_selection_properties_without_select():
 def test_records_from_groups():
     from torch import nn
 
-    from hidlr_hf.grouping import ParameterGroup
+    from hidlr_hf.core.grouping import ParameterGroup
 
     w, h = nn.Parameter(nn.init.zeros_(nn.Linear(2, 3).weight)), nn.Parameter(nn.Linear(3, 1).weight.detach())
     groups = [ParameterGroup("mlp", ["m.weight"], [w], [False]), ParameterGroup("head", ["h.weight"], [h], [False])]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import HiDLRError
+from hidlr_hf.errors import HiDLRError
 
 # Why a group's rate changed (or not) in a round; logged and kept in the estimate.
 ACCEPTED = "accepted"

@@ -132,7 +132,7 @@ def _positive_int(number, shown, kind: str) -> dict:
 def records_from_groups(
     groups, influence: Sequence[float], head_groups: Sequence[str] = ("head",)
 ) -> list[GroupRecord]:
-    """GroupRecords from :class:`hidlr_hf.grouping.ParameterGroup` objects and their influences (same order).
+    """GroupRecords from :class:`hidlr_hf.core.grouping.ParameterGroup` objects and their influences (same order).
 
     A group whose name is in ``head_groups`` is the task head (always kept).
     """

@@ -28,9 +28,9 @@ from typing import Callable, Optional
 import torch
 
 from . import estimation
-from .errors import HiDLRError
+from hidlr_hf.errors import HiDLRError
 from .influence import InfluenceTracker, round_influence
-from .rates import ACCEPTED, INACTIVE, ProbeSchedule, RateRule
+from .rates import INACTIVE, ProbeSchedule, RateRule
 
 logger = logging.getLogger(__name__)
 
@@ -102,19 +102,19 @@ class HiDLR:
         design: ``"axis"`` (b and diag A, 2K+1 forwards), ``"full"`` (all of A, adds K(K-1)/2), or
             ``"random"`` (the paper's 4K random probes).
         every: probe every N optimizer steps, or ``"auto"`` (dense calibration, then within
-            ``overhead_budget``; see :class:`~hidlr_hf.rates.ProbeSchedule`).
+            ``overhead_budget``; see :class:`~hidlr_hf.core.rates.ProbeSchedule`).
         lr_scheduler: a scheduler whose ``base_lrs`` hold the base rates (e.g. the Trainer's ``LambdaLR``);
             rates are changed there too so the schedule multiplies the estimated base rates.
         model: if given, put in eval mode during probes (no dropout noise) and restored to its modes after.
         trust_region, smoothing, calibration_smoothing, calibration_rounds, lr_min, lr_max: see
-            :class:`~hidlr_hf.rates.RateRule`.
+            :class:`~hidlr_hf.core.rates.RateRule`.
         probe_scale: initial probe multiplier ``c`` (1 probes at the step about to be taken).
         scale_growth, max_probe_scale: when a group's probe changes the loss by less than
             ``noise_tolerance * |L|``, ``c`` is multiplied by ``scale_growth`` and the group probed again,
             up to ``max_probe_scale``: this is what lets a far-too-small rate recover.
         noise_tolerance: relative loss change treated as numerical noise (raise it for bf16 forwards).
         random_probes: probes per group for ``design="random"`` (the paper uses 4).
-        overhead_budget, step_cost: see :class:`~hidlr_hf.rates.ProbeSchedule`.
+        overhead_budget, step_cost: see :class:`~hidlr_hf.core.rates.ProbeSchedule`.
         loss_reduce: ``f(tensor) -> tensor`` averaging probe losses across processes; ``"auto"`` uses
             ``torch.distributed`` when it is initialised with several ranks.
         verify_linearity: on the first round, check that the step is linear in the LR and that the
