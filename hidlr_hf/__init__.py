@@ -18,13 +18,14 @@ _LAZY = {
     "ParameterGroup": "hidlr_hf.core.grouping",
     "select": "hidlr_hf.core.selection",
     "parse_budget": "hidlr_hf.core.selection",
-    "build_mask": "hidlr_hf.peft_export",
-    "export_adapter": "hidlr_hf.peft_export",
-    "mask_to_peft_config": "hidlr_hf.peft_export",
-    "mask_for_model": "hidlr_hf.peft_export",
-    "HiDLRTrainingArguments": "hidlr_hf.training_args",
-    "HiDLRTrainer": "hidlr_hf.trainer",
-    "HiDLRCallback": "hidlr_hf.callbacks",
+    "build_mask": "hidlr_hf.peft",
+    "export_adapter": "hidlr_hf.peft",
+    "mask_to_peft_config": "hidlr_hf.peft",
+    "mask_for_model": "hidlr_hf.peft",
+    "HiDLRConfig": "hidlr_hf.trainer.config",
+    "HiDLRTrainingArguments": "hidlr_hf.trainer.config",
+    "HiDLRTrainer": "hidlr_hf.trainer.trainer",
+    "HiDLRCallback": "hidlr_hf.trainer.callback",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

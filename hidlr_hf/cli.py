@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":
-            from .export import export_from_dir
+            from .trainer.export import export_from_dir
 
             print(export_from_dir(args.run, args.out, budget=args.budget))
     except HiDLRError as exc:

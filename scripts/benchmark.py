@@ -722,7 +722,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
     }
     engine = trainer.hidlr
     if engine is not None:
-        frozen = trainer.hidlr_callback.frozen
+        frozen = trainer.hidlr_controller.freeze_decision
         record["hidlr"] = {
             "group_names": list(engine.group_names),
             "group_sizes": engine.group_sizes(),

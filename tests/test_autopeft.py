@@ -8,7 +8,7 @@ from conftest import tiny_roberta, toy_dataset
 
 from hidlr_hf import HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
 from hidlr_hf.cli import main as hidlr_main
-from hidlr_hf.peft_export import canonical_name
+from hidlr_hf.peft import canonical_name
 
 
 def make_trainer(tmp_path, model=None, **overrides):
@@ -27,33 +27,34 @@ class Snapshots:
 
     def __init__(self, trainer):
         self.at_freeze = None
-        cb = trainer.hidlr_callback
-        real = cb._apply_freeze
+        controller = trainer.hidlr_controller
+        real = controller.freeze
 
-        def spy(kept):
-            real(kept)
+        def spy(budget=None):
+            decision = real(budget)
             self.at_freeze = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+            return decision
 
-        cb._apply_freeze = spy
+        controller.freeze = spy
 
 
 def frozen_names(trainer):
-    cb = trainer.hidlr_callback
-    names = cb._group_param_names()
-    return {n for k, keep in enumerate(cb.frozen["kept"]) if not keep for n in names[k]}
+    cb = trainer.hidlr_controller
+    names = cb.group_param_names()
+    return {n for k, keep in enumerate(cb.freeze_decision["kept"]) if not keep for n in names[k]}
 
 
 def test_freeze_mid_run(tmp_path):
     trainer = make_trainer(tmp_path)
     snaps = Snapshots(trainer)
     trainer.train()
-    cb, engine = trainer.hidlr_callback, trainer.hidlr
-    assert cb.frozen is not None and cb.frozen["step"] == 3
-    kept = dict(zip(engine.group_names, cb.frozen["kept"]))
+    cb, engine = trainer.hidlr_controller, trainer.hidlr
+    assert cb.freeze_decision is not None and cb.freeze_decision["step"] == 3
+    kept = dict(zip(engine.group_names, cb.freeze_decision["kept"]))
     assert kept["head"] and not all(kept.values())
     total = sum(p.numel() for p in trainer.model.parameters())
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    assert trainable == cb.frozen["trainable_params"] <= 0.2 * total
+    assert trainable == cb.freeze_decision["trainable_params"] <= 0.2 * total
     frozen = frozen_names(trainer)
     params = dict(trainer.model.named_parameters())
     inner = trainer.optimizer.optimizer
@@ -62,9 +63,9 @@ def test_freeze_mid_run(tmp_path):
         assert not params[name].requires_grad and params[name] not in inner.state
     moved = [n for n in params if n not in frozen and not torch.equal(params[n], snaps.at_freeze[n])]
     assert moved, "kept groups keep training"
-    for k, keep in enumerate(cb.frozen["kept"]):
+    for k, keep in enumerate(cb.freeze_decision["kept"]):
         assert (engine.base_rates[k] > 0) == keep
-        for i in engine.members[k]:
+        for i in engine.param_group_indices[k]:
             group = trainer.optimizer.param_groups[i]
             if not keep:
                 assert group["lr"] == 0.0 and group["weight_decay"] == 0.0
@@ -79,11 +80,11 @@ def test_freeze_then_resume(tmp_path):
     straight.train()
     ckpt = tmp_path / "a" / "checkpoint-5"
     saved = json.loads((ckpt / "hidlr_state.json").read_text())
-    assert saved["frozen"]["kept"] == straight.hidlr_callback.frozen["kept"]
+    assert saved["frozen"]["kept"] == straight.hidlr_controller.freeze_decision["kept"]
 
     resumed = make_trainer(tmp_path / "b", model=tiny_roberta(seed=3), **common)
     resumed.train(resume_from_checkpoint=str(ckpt))
-    assert resumed.hidlr_callback.frozen["kept"] == straight.hidlr_callback.frozen["kept"]
+    assert resumed.hidlr_controller.freeze_decision["kept"] == straight.hidlr_controller.freeze_decision["kept"]
     a, b = dict(straight.model.named_parameters()), dict(resumed.model.named_parameters())
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=0, atol=1e-6), name
@@ -94,9 +95,9 @@ def test_freeze_then_resume(tmp_path):
 
 
 def kept_set(trainer):
-    cb = trainer.hidlr_callback
-    names = cb._group_param_names()
-    return {canonical_name(n) for k, keep in enumerate(cb.frozen["kept"]) if keep for n in names[k]}
+    cb = trainer.hidlr_controller
+    names = cb.group_param_names()
+    return {canonical_name(n) for k, keep in enumerate(cb.freeze_decision["kept"]) if keep for n in names[k]}
 
 
 def trainable_set(peft_model):
@@ -113,7 +114,7 @@ def test_export_round_trip_with_peft(tmp_path):
     config = PeftConfig.from_pretrained(str(tmp_path / "adapter"))
     mask = json.loads((tmp_path / "adapter" / "hidlr_mask.json").read_text())
     assert {g["name"] for g in mask["groups"] if g["kept"]} == {
-        n for n, k in zip(trainer.hidlr.group_names, trainer.hidlr_callback.frozen["kept"]) if k
+        n for n, k in zip(trainer.hidlr.group_names, trainer.hidlr_controller.freeze_decision["kept"]) if k
     }
     fresh = get_peft_model(tiny_roberta(seed=5), config)
     got = trainable_set(fresh)
@@ -159,7 +160,7 @@ def test_lora_candidate_space(tmp_path):
     config = PeftConfig.from_pretrained(str(tmp_path / "adapter"))
     assert type(config).__name__ == "LoraConfig"
     fresh = get_peft_model(tiny_roberta(seed=9), config)
-    kept_layers = {n.split(".")[1] for n, k in zip(names, trainer.hidlr_callback.frozen["kept"]) if k and n.startswith("layers.")}
+    kept_layers = {n.split(".")[1] for n, k in zip(names, trainer.hidlr_controller.freeze_decision["kept"]) if k and n.startswith("layers.")}
     adapted_layers = {n.split("layer.")[1].split(".")[0] for n in trainable_set(fresh) if "lora_" in n}
     assert adapted_layers == kept_layers
 
@@ -186,4 +187,4 @@ def test_freeze_needs_a_measured_round(tmp_path):
     trainer.train()
     trainer.hidlr.num_rounds = 0
     with pytest.raises(HiDLRError, match="before any Hi-DLR probe round"):
-        trainer.hidlr_callback.freeze()
+        trainer.hidlr_controller.freeze()

@@ -97,7 +97,7 @@ class _FakeArgs:
 
 
 class _FakeTrainer:
-    """Just enough of a Trainer to reach the start-up checks of HiDLRCallback.set_trainer."""
+    """Just enough of a Trainer to reach the start-up checks of HiDLRCallback.attach."""
 
     def __init__(self, deepspeed=False, fsdp=None):
         from types import SimpleNamespace
@@ -112,7 +112,7 @@ def test_deepspeed_refused_at_start():
     from hidlr_hf import HiDLRCallback, HiDLRError
 
     with pytest.raises(HiDLRError, match="DeepSpeed"):
-        HiDLRCallback().set_trainer(_FakeTrainer(deepspeed=True))
+        HiDLRCallback.attach(_FakeTrainer(deepspeed=True))
 
 
 def test_fsdp1_without_orig_params_refused_at_start():
@@ -121,4 +121,4 @@ def test_fsdp1_without_orig_params_refused_at_start():
     from hidlr_hf import HiDLRCallback, HiDLRError
 
     with pytest.raises(HiDLRError, match="use_orig_params"):
-        HiDLRCallback().set_trainer(_FakeTrainer(fsdp=SimpleNamespace(fsdp_version=1, use_orig_params=False)))
+        HiDLRCallback.attach(_FakeTrainer(fsdp=SimpleNamespace(fsdp_version=1, use_orig_params=False)))

@@ -128,8 +128,8 @@ def _check_against_reference(model, make_groups, loss_fn, rtol_b, rtol_A):
     assert est.status == "ok"
     K = hidlr.num_groups
     group_of = {}
-    for k, members in enumerate(hidlr.members):
-        for i in members:
+    for k, indices in enumerate(hidlr.param_group_indices):
+        for i in indices:
             for p in opt.param_groups[i]["params"]:
                 group_of[next(n for n, q in named.items() if q is p)] = k
     b = torch.zeros(K, dtype=torch.float64)
@@ -570,7 +570,7 @@ def test_linear_optimizers_accepted():
 
 def test_linearity_check_steps_each_groups_smallest_tensors(monkeypatch):
     """The one-time check must not clone a big embedding's optimizer state when small members suffice."""
-    import hidlr_hf.core.engine as engine
+    import hidlr_hf.core.linearity as linearity
 
     torch.manual_seed(0)
     emb, head = torch.nn.Embedding(40_000, 8), torch.nn.Linear(8, 1)  # 320k-element matrix led first in its group
@@ -582,8 +582,8 @@ def test_linearity_check_steps_each_groups_smallest_tensors(monkeypatch):
         return (head(emb(ids)) ** 2).mean() + (small**2).mean()
 
     cloned = []
-    original = engine._clone_state
-    monkeypatch.setattr(engine, "_clone_state", lambda o, ps: cloned.append(sum(p.numel() for p in ps)) or original(o, ps))
+    original = linearity.clone_state
+    monkeypatch.setattr(linearity, "clone_state", lambda o, ps: cloned.append(sum(p.numel() for p in ps)) or original(o, ps))
     hidlr = HiDLR(opt, every=1)
     for _ in range(2):  # the second step has optimizer state, the first none
         opt.zero_grad()

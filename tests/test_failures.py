@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hidlr_hf import HiDLR, HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
+from hidlr_hf.core.freezing import freeze_groups
 from hidlr_hf.core.grouping import group_parameters, load_scheme
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -61,7 +62,7 @@ def test_every_parameter_frozen_is_refused(tmp_path):
     trainer.train()
     rates = list(trainer.hidlr.base_rates)
     with pytest.raises(HiDLRError, match="Every group would be frozen"):
-        trainer.hidlr_callback._apply_freeze([False] * trainer.hidlr.num_groups)
+        freeze_groups(trainer.hidlr, [False] * trainer.hidlr.num_groups)
     assert trainer.hidlr.base_rates == rates  # nothing changed
 
 
@@ -194,12 +195,14 @@ def test_tiny_losses_keep_rates_finite():
     assert all(math.isfinite(r) and r > 0 for r in hidlr.base_rates)
 
 
-def test_unknown_setting_in_callback():
-    from hidlr_hf import HiDLRCallback
-    from hidlr_hf.callbacks import settings_from
+def test_unknown_setting_in_callback(tmp_path):
+    from transformers import Trainer, TrainingArguments
 
-    with pytest.raises(HiDLRError, match="Unknown Hi-DLR setting"):
-        settings_from(object(), HiDLRCallback(hidlr_evry=3).overrides)
+    from hidlr_hf import HiDLRCallback
+
+    trainer = Trainer(model=tiny_roberta(), args=TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+    with pytest.raises(HiDLRError, match=r"Unknown Hi-DLR setting\(s\) \['hidlr_evry'\]"):
+        HiDLRCallback.attach(trainer, hidlr_evry=3)
 
 
 def test_recipes_are_plain_yaml():

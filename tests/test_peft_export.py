@@ -10,7 +10,7 @@ import torch
 
 from hidlr_hf import HiDLRError
 from hidlr_hf.core.grouping import group_parameters
-from hidlr_hf.peft_export import (
+from hidlr_hf.peft import (
     MASK_FORMAT,
     apply_relative_selection,
     build_mask,
@@ -388,7 +388,7 @@ def test_transfer_rule_covers_each_source_layer_evenly():
     records = [GroupRecord(f"layers.{i}.mlp", [f"l{i}"], 1, 1.0) for i in range(3)] + [
         GroupRecord("head", ["h"], 1, math.nan, True)
     ]
-    from hidlr_hf.peft_export import _transfer
+    from hidlr_hf.peft.transfer import kept_names
 
     mask = build_mask(
         select(records, "top1", 10), model_type=None, num_layers=None, scheme=SCHEME, base_model_prefix=None
@@ -396,7 +396,7 @@ def test_transfer_rule_covers_each_source_layer_evenly():
     assert mask["num_layers"] == 3
     kept0 = mask["relative"]  # layer 0 of 3 kept (ties keep group order)
     names = [f"layers.{j}.mlp" for j in range(6)] + ["head"]
-    assert _transfer(kept0, names) == ["layers.0.mlp", "layers.1.mlp", "head"]
+    assert kept_names(kept0, names) == ["layers.0.mlp", "layers.1.mlp", "head"]
 
 
 def test_canonical_name():

@@ -66,19 +66,22 @@ def test_callback_on_plain_trainer_matches_hidlr_trainer(tmp_path):
         output_dir=str(tmp_path / "b"), max_steps=8, per_device_train_batch_size=8, logging_steps=2,
         report_to="none", learning_rate=1e-4, seed=0, save_strategy="no", disable_tqdm=True,
     )
-    b = Trainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(), callbacks=[HiDLRCallback(hidlr_every=1)])
+    b = Trainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset())
+    callback = HiDLRCallback.attach(b, hidlr_every=1)
     b.train()
     assert lr_logs(a.state.log_history) == lr_logs(b.state.log_history)
-    assert a.hidlr.base_rates == next(cb for cb in b.callback_handler.callbacks if isinstance(cb, HiDLRCallback)).engine.base_rates
+    assert a.hidlr.base_rates == callback.engine.base_rates
     for p, q in zip(a.model.parameters(), b.model.parameters()):
         assert torch.equal(p, q)
 
 
-def test_callback_added_late_needs_set_trainer(tmp_path):
+def test_callback_not_attached_is_refused_with_the_way_to_attach(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, report_to="none", disable_tqdm=True, save_strategy="no")
+    with pytest.raises(HiDLRError, match=r"HiDLRCallback\.attach\(trainer\)"):
+        Trainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(), callbacks=[HiDLRCallback()])
     trainer = Trainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset())
     trainer.add_callback(HiDLRCallback())
-    with pytest.raises(HiDLRError, match="set_trainer"):
+    with pytest.raises(HiDLRError, match=r"HiDLRCallback\.attach\(trainer\)"):
         trainer.train()
 
 
@@ -200,15 +203,16 @@ def test_skipped_optimizer_step_changes_no_rate(tmp_path, monkeypatch):
     trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(), callbacks=[skipper])
     monkeypatch.setattr(type(trainer.accelerator), "optimizer_step_was_skipped", property(lambda acc: skipper.skip))
     rates, params = {}, {}
-    real = HiDLRCallback.on_optimizer_step
+    controller = trainer.hidlr_controller
+    real = controller.after_optimizer_step
 
-    def spy(self, args, state, control, **kw):
-        before = (list(self.engine.base_rates), [p.detach().clone() for p in self.trainer.model.parameters()])
-        real(self, args, state, control, **kw)
-        rates[state.global_step] = (before[0], list(self.engine.base_rates))
-        params[state.global_step] = all(torch.equal(p, q) for p, q in zip(before[1], self.trainer.model.parameters()))
+    def spy(state):
+        before = (list(controller.engine.base_rates), [p.detach().clone() for p in trainer.model.parameters()])
+        real(state)
+        rates[state.global_step] = (before[0], list(controller.engine.base_rates))
+        params[state.global_step] = all(torch.equal(p, q) for p, q in zip(before[1], trainer.model.parameters()))
 
-    monkeypatch.setattr(HiDLRCallback, "on_optimizer_step", spy)
+    monkeypatch.setattr(controller, "after_optimizer_step", spy)
     trainer.train()
     assert rates[2][0] == rates[2][1]  # no rate change on the skipped step
     assert params[2]  # and no parameter change
@@ -290,7 +294,7 @@ def test_every_scheduler_multiplies_base_rates(tmp_path, scheduler):
     assert engine.num_rounds == 4
     sched = getattr(trainer.lr_scheduler, "base_lrs", None)
     if sched is not None:  # LambdaLR family: the scheduler holds exactly Hi-DLR's base rates
-        by_group = [sched[m[0]] for m in engine.members]
+        by_group = [sched[m[0]] for m in engine.param_group_indices]
         assert by_group == pytest.approx(engine.base_rates, rel=1e-12)
     # Every group's rate in force is its base rate times one common schedule multiplier.
     ratios = {round(lr / base, 9) for lr, base in zip(engine.rates_in_force(), engine.base_rates)}

@@ -27,31 +27,15 @@ from typing import Callable, Optional
 
 import torch
 
-from . import estimation
 from hidlr_hf.errors import HiDLRError
+
+from . import defaults, distributed, estimation
 from .influence import InfluenceTracker, round_influence
+from .linearity import check_linearity, refuse_known_nonlinear
+from .params import UNIT_RATE, assign, displacement, innermost_optimizer, lr_value, move, set_lr, tie_groups
 from .rates import INACTIVE, ProbeSchedule, RateRule
 
 logger = logging.getLogger(__name__)
-
-# Optimizers whose update is not linear in the learning rate, refused by name before any step.
-NONLINEAR_OPTIMIZERS = {
-    "Prodigy": "estimates its own step size from the learning rate",
-    "DAdaptAdam": "estimates its own step size (D-Adaptation)",
-    "DAdaptSGD": "estimates its own step size (D-Adaptation)",
-    "DAdaptAdaGrad": "estimates its own step size (D-Adaptation)",
-    "DAdaptAdan": "estimates its own step size (D-Adaptation)",
-    "DAdaptLion": "estimates its own step size (D-Adaptation)",
-    "AdamWScheduleFree": "averages iterates with learning-rate-dependent weights",
-    "SGDScheduleFree": "averages iterates with learning-rate-dependent weights",
-    "RAdamScheduleFree": "averages iterates with learning-rate-dependent weights",
-    "LBFGS": "runs a line search and needs its own closure",
-    "Rprop": "keeps per-parameter step sizes initialised from the learning rate",
-    "ASGD": "keeps a learning-rate-dependent averaging state",
-}
-
-UNIT_RATE = 1.0
-LINEARITY_CHECK_SIZE = 1 << 16  # elements per group stepped twice by the one-time linearity check
 
 
 @dataclass
@@ -130,39 +114,32 @@ class HiDLR:
         self,
         optimizer: torch.optim.Optimizer,
         *,
-        design: str = "axis",
-        every="auto",
+        design: str = defaults.DESIGN,
+        every=defaults.EVERY,
         lr_scheduler=None,
         model: Optional[torch.nn.Module] = None,
-        trust_region: float = 2.0,
-        smoothing: float = 0.1,
-        calibration_smoothing: float = 0.5,
-        calibration_rounds: int = 10,
-        lr_min: float = 1e-8,
-        lr_max: float = 1.0,
-        probe_scale: float = 1.0,
-        scale_growth: float = 4.0,
-        max_probe_scale: float = 256.0,
-        noise_tolerance: float = 1e-6,
-        random_probes: int = 4,
-        overhead_budget: float = 0.05,
-        step_cost: float = 3.0,
+        trust_region: float = defaults.TRUST_REGION,
+        smoothing: float = defaults.SMOOTHING,
+        calibration_smoothing: float = defaults.CALIBRATION_SMOOTHING,
+        calibration_rounds: int = defaults.CALIBRATION_ROUNDS,
+        lr_min: float = defaults.LR_MIN,
+        lr_max: float = defaults.LR_MAX,
+        probe_scale: float = defaults.PROBE_SCALE,
+        scale_growth: float = defaults.SCALE_GROWTH,
+        max_probe_scale: float = defaults.MAX_PROBE_SCALE,
+        noise_tolerance: float = defaults.NOISE_TOLERANCE,
+        random_probes: int = defaults.RANDOM_PROBES,
+        overhead_budget: float = defaults.OVERHEAD_BUDGET,
+        step_cost: float = defaults.STEP_COST,
         loss_reduce="auto",
         verify_linearity: bool = True,
         direction_in_grads: bool = True,
         seed: int = 0,
     ):
-        if design not in estimation.DESIGNS:
-            raise HiDLRError(f"Unknown design {design!r}; choose one of {', '.join(estimation.DESIGNS)}.")
-        if not (probe_scale > 0 and max_probe_scale >= probe_scale and scale_growth > 1):
-            raise HiDLRError("Need probe_scale > 0, max_probe_scale >= probe_scale and scale_growth > 1.")
-        if not noise_tolerance >= 0:
-            raise HiDLRError(f"noise_tolerance must be >= 0 (got {noise_tolerance}).")
-        if random_probes < 1:
-            raise HiDLRError(f"random_probes must be >= 1 (got {random_probes}).")
+        estimation.check_probe_settings(design, probe_scale, scale_growth, max_probe_scale, noise_tolerance, random_probes)
         self.optimizer = optimizer
-        self._inner = _innermost_optimizer(optimizer)
-        _refuse_known_nonlinear(self._inner)
+        self._inner = innermost_optimizer(optimizer)
+        refuse_known_nonlinear(self._inner)
         self.design = design
         self.lr_scheduler = lr_scheduler
         self.model = model
@@ -178,7 +155,7 @@ class HiDLR:
         self.direction_in_grads = bool(direction_in_grads)
         self.seed = int(seed)
 
-        self.group_names, self.members = _tie_groups(self.optimizer.param_groups)
+        self.group_names, self.param_group_indices = tie_groups(self.optimizer.param_groups)
         if lr_scheduler is None and any("initial_lr" in g for g in self.optimizer.param_groups):
             # A scheduler owns the base rates and would overwrite every rate Hi-DLR sets.
             raise HiDLRError(
@@ -240,14 +217,14 @@ class HiDLR:
         active = self._active_groups()
         if not active:
             return False
-        params = {k: [p for i in self.members[k] for p in self.optimizer.param_groups[i]["params"] if p.grad is not None] for k in active}
+        params = {k: [p for i in self.param_group_indices[k] for p in self.optimizer.param_groups[i]["params"] if p.grad is not None] for k in active}
         snapshot = {k: [p.detach().clone() for p in ps] for k, ps in params.items()}
-        lrs = [_lr_value(group["lr"]) for group in self.optimizer.param_groups]
+        lrs = [lr_value(group["lr"]) for group in self.optimizer.param_groups]
         if self.verify_linearity and not self.linearity_checked:
             self._check_linearity(active, params, snapshot)
         for k in active:
-            for i in self.members[k]:
-                _set_lr(self.optimizer.param_groups[i], UNIT_RATE)
+            for i in self.param_group_indices[k]:
+                set_lr(self.optimizer.param_groups[i], UNIT_RATE)
         self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs}
         return True
 
@@ -327,10 +304,10 @@ class HiDLR:
             raise HiDLRError(f"Expected {self.num_groups} rates (one per group), got {len(rates)}.")
         for k, rate in enumerate(rates):
             old = self.base_rates[k]
-            for i in self.members[k]:
+            for i in self.param_group_indices[k]:
                 group = self.optimizer.param_groups[i]
-                multiplier = _lr_value(group["lr"]) / old if old > 0 else 1.0
-                _set_lr(group, rate * multiplier)
+                multiplier = lr_value(group["lr"]) / old if old > 0 else 1.0
+                set_lr(group, rate * multiplier)
                 if "initial_lr" in group:
                     group["initial_lr"] = rate
                 if self.lr_scheduler is not None:
@@ -339,13 +316,13 @@ class HiDLR:
 
     def rates_in_force(self) -> list[float]:
         """The learning rate each group uses now (base rate times the schedule's multiplier)."""
-        return [_lr_value(self.optimizer.param_groups[m[0]]["lr"]) for m in self.members]
+        return [lr_value(self.optimizer.param_groups[m[0]]["lr"]) for m in self.param_group_indices]
 
     def group_sizes(self) -> list[int]:
         """Number of trainable scalars in each group."""
         return [
             sum(p.numel() for i in m for p in self.optimizer.param_groups[i]["params"] if p.requires_grad)
-            for m in self.members
+            for m in self.param_group_indices
         ]
 
     # ----------------------------------------------------------------------------------------------
@@ -360,7 +337,7 @@ class HiDLR:
         round_passes = 0
         try:
             direction = {
-                k: [_direction(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(snapshot[k], params[k])]
+                k: [displacement(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(snapshot[k], params[k])]
                 for k in active
             }
         except BaseException:
@@ -368,7 +345,7 @@ class HiDLR:
             raise
         try:
             for k in active:
-                _assign(params[k], snapshot[k])
+                assign(params[k], snapshot[k])
 
             def evaluate(xis: torch.Tensor) -> torch.Tensor:
                 nonlocal round_passes
@@ -376,12 +353,12 @@ class HiDLR:
                 for xi in xis:
                     moved = [k for k in active if xi[k] != 0]
                     for k in moved:
-                        _move(params[k], snapshot[k], direction[k], float(xi[k]) * self.base_rates[k])
+                        move(params[k], snapshot[k], direction[k], float(xi[k]) * self.base_rates[k])
                     try:
                         losses.append(_scalar_loss(closure()))
                     finally:
                         for k in moved:
-                            _assign(params[k], snapshot[k])
+                            assign(params[k], snapshot[k])
                     round_passes += 1
                 values = self._reduce(torch.stack(losses)) if losses else torch.zeros(0, dtype=torch.float64)
                 if not bool(torch.isfinite(values).all()):
@@ -462,7 +439,7 @@ class HiDLR:
             [max(self.initial_probe_scale, s / self.scale_growth) for s in self.probe_scales], dtype=torch.float64
         )
         noise = self.noise_tolerance * max(abs(base), 1e-30)
-        floor = {}
+        at_noise_floor = {}
 
         def curvature_signal(xis: torch.Tensor, dls: torch.Tensor, k: int) -> float:
             # |L(+c) + L(-c) - 2 L(0)|: what alpha_kk is made of, and what float rounding can drown.
@@ -491,7 +468,7 @@ class HiDLR:
             for k in active:
                 plus[k] = values[k][rows[k][:, k] > 0][0]
                 minus[k] = values[k][rows[k][:, k] < 0][0]
-                floor[k] = float((plus[k] + minus[k]).abs()) <= noise
+                at_noise_floor[k] = float((plus[k] + minus[k]).abs()) <= noise
             beta, alpha = estimation.axis_fit(plus, minus, scales)
             off = ~torch.eye(K, dtype=torch.bool)
             alpha[off] = float("nan")
@@ -514,14 +491,14 @@ class HiDLR:
                     break
                 scales *= self.scale_growth
             for k in active:
-                floor[k] = float(even) <= noise
+                at_noise_floor[k] = float(even) <= noise
             beta, alpha = estimation.fit_quadratic(xis, dls, active, cross=False)
         for k in active:
             # Curvature below noise even at the largest probe while the slope is clear: the step is deep in
             # the linear regime, so the rate is far too small. The noise level bounds alpha_kk from above,
             # which bounds the optimal multiplier from below: use that bound instead of "keep the rate".
             bound = 2.0 * noise / float(scales[k]) ** 2
-            if floor[k] and float(beta[k]) * float(scales[k]) > noise and not float(alpha[k, k]) > bound:
+            if at_noise_floor[k] and float(beta[k]) * float(scales[k]) > noise and not float(alpha[k, k]) > bound:
                 alpha[k, k] = bound
         self.probe_scales = [float(x) for x in scales]
         return beta, alpha, scales
@@ -533,8 +510,8 @@ class HiDLR:
         self.set_base_rates(new_rates)
         with torch.no_grad():
             for k in active:
-                lr = _lr_value(self.optimizer.param_groups[self.members[k][0]]["lr"])
-                _move(params[k], snapshot[k], direction[k], lr)
+                lr = lr_value(self.optimizer.param_groups[self.param_group_indices[k][0]]["lr"])
+                move(params[k], snapshot[k], direction[k], lr)
 
     def _abandon(self, pending: Optional[dict] = None) -> None:
         """Undo a prepared round that cannot run: parameters, optimizer state and rates as before the step."""
@@ -543,7 +520,7 @@ class HiDLR:
         if pending is None:
             return
         for k in pending["active"]:
-            _assign(pending["params"][k], pending["snapshot"][k])
+            assign(pending["params"][k], pending["snapshot"][k])
         self._restore_lrs(pending["lrs"])
 
     # ----------------------------------------------------------------------------------------------
@@ -552,23 +529,23 @@ class HiDLR:
     def _active_groups(self) -> list[int]:
         """Groups with a positive base rate and at least one parameter with a gradient."""
         active = []
-        for k, members in enumerate(self.members):
+        for k, indices in enumerate(self.param_group_indices):
             if self.base_rates[k] <= 0:
                 continue
-            if any(p.grad is not None for i in members for p in self.optimizer.param_groups[i]["params"]):
+            if any(p.grad is not None for i in indices for p in self.optimizer.param_groups[i]["params"]):
                 active.append(k)
         return active
 
     def _read_base_rates(self) -> list[float]:
         rates = []
-        for k, members in enumerate(self.members):
+        for k, indices in enumerate(self.param_group_indices):
             values = []
-            for i in members:
+            for i in indices:
                 group = self.optimizer.param_groups[i]
                 if self.lr_scheduler is not None:
                     values.append(float(self.lr_scheduler.base_lrs[i]))
                 else:
-                    values.append(float(group.get("initial_lr", _lr_value(group["lr"]))))
+                    values.append(float(group.get("initial_lr", lr_value(group["lr"]))))
             if max(values) - min(values) > 1e-12 * max(abs(v) for v in values):
                 raise HiDLRError(
                     f"Param groups tied as Hi-DLR group {self.group_names[k]!r} have different learning rates "
@@ -579,27 +556,22 @@ class HiDLR:
 
     def _restore_lrs(self, lrs) -> None:
         for group, lr in zip(self.optimizer.param_groups, lrs):
-            _set_lr(group, lr)
+            set_lr(group, lr)
 
     def _reduce(self, losses: torch.Tensor) -> torch.Tensor:
         losses = losses.detach()
         reduce = self.loss_reduce
         if reduce == "auto":
-            reduce = _distributed_mean if _world_size() > 1 else None
+            reduce = distributed.mean_across_ranks if distributed.world_size() > 1 else None
         if reduce is not None:
             losses = reduce(losses)
         return losses.to("cpu", torch.float64)
 
     def _sync_check(self) -> None:
         """All ranks must hold identical rates after a round; a mismatch is an error, never ignored."""
-        if self.loss_reduce != "auto" or _world_size() <= 1:
+        if self.loss_reduce != "auto" or distributed.world_size() <= 1:
             return
-        import torch.distributed as dist
-
-        rates = torch.tensor(self.base_rates, dtype=torch.float64, device=_dist_device())
-        low, high = rates.clone(), rates.clone()
-        dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        low, high = distributed.min_max_across_ranks(self.base_rates)
         if not torch.equal(low, high):
             raise HiDLRError(
                 f"Hi-DLR rates differ across ranks after step {self.num_steps} (min {low.tolist()}, max "
@@ -607,51 +579,8 @@ class HiDLR:
             )
 
     def _check_linearity(self, active: list[int], params: dict, snapshot: dict) -> None:
-        """Before the first real step: from the same state, a step at twice the unit rate must move the parameters
-        twice as far and leave the same optimizer state. Checked on a small subset of each group's parameters
-        (the optimizer steps only those), so it costs little memory; everything is restored either way."""
-        subset, before = [], []
-        for k in active:
-            size = 0
-            # Smallest tensors first: a group led by a large embedding matrix is checked on its small members.
-            for p, w in sorted(zip(params[k], snapshot[k]), key=lambda pw: pw[0].numel()):
-                subset.append(p)
-                before.append(w)
-                size += p.numel()
-                if size >= LINEARITY_CHECK_SIZE:
-                    break
-        chosen = {id(p) for p in subset}
-        state0 = _clone_state(self._inner, subset)
-        lists = [group["params"] for group in self._inner.param_groups]
-        lrs = [_lr_value(group["lr"]) for group in self._inner.param_groups]
-        moves, states = [], []
-        try:
-            for group, plist in zip(self._inner.param_groups, lists):
-                group["params"] = [p for p in plist if id(p) in chosen]
-            for scale in (UNIT_RATE, 2 * UNIT_RATE):
-                for k in active:
-                    for i in self.members[k]:
-                        _set_lr(self.optimizer.param_groups[i], scale)
-                self._inner.step()
-                moves.append([_direction(w, p) for w, p in zip(before, subset)])
-                states.append(_clone_state(self._inner, subset))
-                _restore_state(self._inner, state0)
-                _assign(subset, before)
-        finally:
-            for group, plist, lr in zip(self._inner.param_groups, lists, lrs):
-                group["params"] = plist
-                _set_lr(group, lr)
-            _restore_state(self._inner, state0)
-            _assign(subset, before)
-        linear = all(_doubles(w, d1, d2) for w, d1, d2 in zip(before, moves[0], moves[1]))
-        same_state = _states_close(states[0], states[1])
-        if not (linear and same_state):
-            raise HiDLRError(
-                f"{type(self._inner).__name__}'s step is not linear in the learning rate"
-                f"{'' if linear else ' (the displacement does not scale with it)'}"
-                f"{'' if same_state else ' (its state depends on it)'}; Hi-DLR needs an optimizer such as AdamW, "
-                "SGD, Adagrad, RMSprop or Lion."
-            )
+        """Once, before the first real step: the optimizer's step must be linear in the learning rate."""
+        check_linearity(self.optimizer, self._inner, self.param_group_indices, active, params, snapshot)
         self.linearity_checked = True
 
     @contextmanager
@@ -684,79 +613,6 @@ class HiDLR:
 # module-level helpers
 
 
-def _innermost_optimizer(optimizer):
-    """Unwrap accelerate's ``AcceleratedOptimizer`` (and similar) to the torch optimizer doing the work."""
-    inner = optimizer
-    while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):
-        inner = inner.optimizer
-    return inner
-
-
-def _refuse_known_nonlinear(optimizer) -> None:
-    name = type(optimizer).__name__
-    if name in NONLINEAR_OPTIMIZERS:
-        raise HiDLRError(
-            f"{name} cannot be used with Hi-DLR: it {NONLINEAR_OPTIMIZERS[name]}, so its step is not linear in the "
-            "learning rate; use AdamW, SGD, Adagrad, RMSprop or Lion."
-        )
-    for group in optimizer.param_groups:
-        if group.get("relative_step"):
-            raise HiDLRError(
-                f"{name} with relative_step=True ignores the learning rate; construct it with relative_step=False "
-                "and an explicit lr to use Hi-DLR."
-            )
-
-
-def _tie_groups(param_groups) -> tuple[list[str], list[list[int]]]:
-    names, members = [], []
-    for i, group in enumerate(param_groups):
-        name = str(group.get("hidlr_group", f"group_{i}"))
-        if name in names:
-            members[names.index(name)].append(i)
-        else:
-            names.append(name)
-            members.append([i])
-    return names, members
-
-
-def _lr_value(lr) -> float:
-    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
-
-
-def _set_lr(group: dict, value) -> None:
-    value = _lr_value(value)
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(value)
-    else:
-        group["lr"] = value
-
-
-def _direction(before: torch.Tensor, after: torch.Tensor, scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``d = w - w_after`` of a unit-rate step, kept in at least float32 for low-precision parameters; written into
-    ``scratch`` (a spent gradient buffer) when it has the same dtype, shape and a dense layout."""
-    dtype = torch.promote_types(before.dtype, torch.float32) if before.is_floating_point() else before.dtype
-    if (scratch is not None and scratch.dtype == dtype == before.dtype == after.dtype and scratch.shape == before.shape
-            and scratch.layout == torch.strided and not scratch.requires_grad):
-        return torch.sub(before, after.detach(), out=scratch)
-    return before.to(dtype) - after.detach().to(dtype)
-
-
-@torch.no_grad()
-def _assign(params, values) -> None:
-    for p, v in zip(params, values):
-        p.copy_(v)
-
-
-@torch.no_grad()
-def _move(params, snapshot, direction, rate: float) -> None:
-    """``p <- w - rate * d``, computed in the direction's precision, written in the parameter's dtype."""
-    for p, w, d in zip(params, snapshot, direction):
-        if d.dtype == p.dtype:
-            torch.add(w, d, alpha=-rate, out=p)
-        else:
-            p.copy_(w.to(d.dtype).add(d, alpha=-rate))
-
-
 def _scalar_loss(value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -766,78 +622,6 @@ def _scalar_loss(value) -> torch.Tensor:
         return torch.tensor(float(value), dtype=torch.float64)
     except (TypeError, ValueError):
         raise HiDLRError(f"The probe closure must return a scalar loss, got {type(value).__name__}.") from None
-
-
-def _clone_state(optimizer, params) -> dict:
-    state = {}
-    for p in params:
-        if p in optimizer.state:
-            state[p] = {
-                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-                for key, value in optimizer.state[p].items()
-            }
-        else:
-            state[p] = None
-    return state
-
-
-def _restore_state(optimizer, saved: dict) -> None:
-    for p, entry in saved.items():
-        if entry is None:
-            optimizer.state.pop(p, None)
-        else:
-            optimizer.state[p] = {
-                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-                for key, value in entry.items()
-            }
-
-
-def _doubles(w: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor) -> bool:
-    """Whether ``d2 == 2 d1`` up to a relative 1e-3 plus the rounding of ``w - d`` in the parameter's precision
-    (a displacement much smaller than the weight it moves loses digits there)."""
-    eps = torch.finfo(w.dtype).eps if w.is_floating_point() else 0.0
-    w, d1, d2 = w.double(), d1.double(), d2.double()
-    slack = 1e-3 * (2 * d1).abs() + 8 * eps * (w.abs() + 2 * d1.abs()) + 1e-30
-    return bool(((d2 - 2 * d1).abs() <= slack).all())
-
-
-def _states_close(a: dict, b: dict) -> bool:
-    for p in a:
-        sa, sb = a[p], b[p]
-        if (sa is None) != (sb is None):
-            return False
-        if sa is None:
-            continue
-        if set(sa) != set(sb):
-            return False
-        for key in sa:
-            va, vb = sa[key], sb[key]
-            if isinstance(va, torch.Tensor):
-                if va.shape != vb.shape or not torch.allclose(va.double(), vb.double(), rtol=1e-5, atol=1e-12):
-                    return False
-            elif va != vb:
-                return False
-    return True
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _dist_device():
-    import torch.distributed as dist
-
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
-def _distributed_mean(losses: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    buffer = losses.to(_dist_device(), torch.float64).clone()
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-    return buffer / dist.get_world_size()
 
 
 def _numpy_rng_state():

@@ -16,7 +16,24 @@ from typing import Sequence
 
 import torch
 
+from hidlr_hf.errors import HiDLRError
+
 DESIGNS = ("axis", "full", "random")
+
+
+def check_probe_settings(
+    design: str, probe_scale: float, scale_growth: float, max_probe_scale: float, noise_tolerance: float,
+    random_probes: int,
+) -> None:
+    """Raise :class:`HiDLRError` for a probe setting the engine cannot use (see :class:`~hidlr_hf.HiDLR`)."""
+    if design not in DESIGNS:
+        raise HiDLRError(f"Unknown design {design!r}; choose one of {', '.join(DESIGNS)}.")
+    if not (probe_scale > 0 and max_probe_scale >= probe_scale and scale_growth > 1):
+        raise HiDLRError("Need probe_scale > 0, max_probe_scale >= probe_scale and scale_growth > 1.")
+    if not noise_tolerance >= 0:
+        raise HiDLRError(f"noise_tolerance must be >= 0 (got {noise_tolerance}).")
+    if random_probes < 1:
+        raise HiDLRError(f"random_probes must be >= 1 (got {random_probes}).")
 
 
 def axis_probes(groups: Sequence[int], scales: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -105,11 +122,3 @@ def pair_fit(
         alpha[j, k] = alpha[k, j] = rest / (cj * ck)
     return alpha
 
-
-def probes_for(design: str, num_groups: int) -> int:
-    """Forward passes of one round of ``design`` over ``num_groups`` groups, the base point included."""
-    if design == "axis":
-        return 2 * num_groups + 1
-    if design == "full":
-        return 2 * num_groups + 1 + num_groups * (num_groups - 1) // 2
-    return 4 * num_groups + 1

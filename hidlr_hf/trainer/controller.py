@@ -1,0 +1,290 @@
+"""``HiDLRController``: Hi-DLR for one ``transformers.Trainer``, the logic both Trainer forms share.
+
+:class:`~hidlr_hf.HiDLRTrainer` owns one controller; :meth:`hidlr_hf.HiDLRCallback.attach` gives one to a plain
+``Trainer``. Either way the Trainer's events reach it through a :class:`~hidlr_hf.HiDLRCallback`, in the Trainer's
+order within one optimizer step (docs/METHOD.md section 6):
+
+gradient clipping -> ``on_pre_optimizer_step`` (:meth:`before_optimizer_step`: probe batch, snapshot, unit rate)
+-> ``optimizer.step()`` -> ``on_optimizer_step`` (:meth:`after_optimizer_step`: probes, new rates, the step actually
+taken, automatic PEFT) -> ``lr_scheduler.step()``.
+
+It builds the optimizer's Hi-DLR param groups, creates the :class:`~hidlr_hf.HiDLR` engine at the start of
+training, draws probe batches and computes probe losses with the Trainer's own ``compute_loss``, adds the
+``hidlr/...`` metrics to the logs, freezes groups (automatic PEFT), and saves and loads ``hidlr_state.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from typing import Optional
+
+import torch
+
+from hidlr_hf.core.engine import HiDLR
+from hidlr_hf.core.freezing import drop_frozen_grads, freeze_groups
+from hidlr_hf.core.selection import group_records, select
+from hidlr_hf.errors import HiDLRError
+
+from . import internals
+from .config import HiDLRConfig
+from .optimizer import build_optimizer, check_supported
+from .state import STATE_FILE, read_state, run_state, write_state
+
+logger = logging.getLogger(__name__)
+
+
+class HiDLRController:
+    """Hi-DLR inside one Trainer: optimizer groups, engine, probe batches, metrics, freezing, state.
+
+    Args:
+        trainer: the ``transformers.Trainer`` (or ``HiDLRTrainer``) to run Hi-DLR in.
+        config: the validated settings (:meth:`HiDLRConfig.from_args`).
+
+    Attributes:
+        engine: the :class:`~hidlr_hf.HiDLR` engine of the current training (None before ``train()``).
+        freeze_decision: what automatic PEFT decided (``step``, ``kept``, ``rank``, ``budget``, ``total_params``,
+            ``trainable_params``), None until groups are frozen.
+    """
+
+    def __init__(self, trainer, config: HiDLRConfig):
+        check_supported(trainer)
+        self.trainer = trainer
+        self.config = config
+        self.engine: Optional[HiDLR] = None
+        self.freeze_decision: Optional[dict] = None
+        self.resume_from: Optional[str] = None
+        self._probe_inputs = None
+        self._collator = None
+        self._train_started = None
+        self._probe_seconds_at_start = 0.0
+        self._group_param_names: Optional[list] = None
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def build_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer with one param group per Hi-DLR group (``Trainer.create_optimizer``)."""
+        return build_optimizer(self.trainer, self.config.hidlr_grouping, model)
+
+    def note_checkpoint(self, checkpoint: Optional[str]) -> None:
+        """Remember the checkpoint the Trainer resumes from; its Hi-DLR state is loaded when training begins."""
+        self.resume_from = checkpoint
+
+    # -- the Trainer's events ------------------------------------------------------------------------
+
+    def begin(self, args, optimizer, lr_scheduler) -> None:
+        """At ``on_train_begin``: a fresh engine on the Trainer's optimizer, or the checkpoint's when resuming."""
+        if not any("hidlr_group" in g for g in optimizer.param_groups):
+            raise HiDLRError(
+                "The optimizer was not built with Hi-DLR parameter groups (was it passed as Trainer(optimizers=...)?); "
+                "build its groups with hidlr_hf.optimizer_param_groups, or let the Trainer create it."
+            )
+        probe_bs = self.config.hidlr_probe_batch_size or args.per_device_train_batch_size
+        scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+        self.engine = HiDLR(
+            optimizer,
+            lr_scheduler=scheduler if hasattr(scheduler, "base_lrs") else None,
+            model=self.trainer.model,
+            # One training step = forward + backward (~3 forwards) per micro-batch, in probe-batch units.
+            step_cost=3.0 * args.gradient_accumulation_steps * args.per_device_train_batch_size / probe_bs,
+            seed=self._seed(),
+            **self.config.engine_settings(mixed_precision=bool(args.bf16 or args.fp16)),
+        )
+        self._probe_bs = probe_bs
+        self._train_started = time.perf_counter()
+        self._probe_seconds_at_start = 0.0
+        # A second train() call on the same Trainer starts from scratch unless it resumes.
+        self.freeze_decision, self._group_param_names, self._collator = None, None, None
+        if self.resume_from is not None:
+            self._load_state(self.resume_from)
+            self._probe_seconds_at_start = self.engine.probe_seconds
+            self.resume_from = None
+
+    def before_optimizer_step(self) -> None:
+        """At ``on_pre_optimizer_step``: gradients are final; prepare a probe round when one is due."""
+        if self.freeze_decision:
+            drop_frozen_grads(self.engine, self.freeze_decision["kept"])
+        if self.engine.probe_due:
+            self._probe_inputs = self._draw_probe_batch()
+        self.engine.pre_step()
+
+    def after_optimizer_step(self, state) -> None:
+        """At ``on_optimizer_step``: run the prepared round (not on a step the optimizer skipped), maybe freeze."""
+        skipped = bool(getattr(self.trainer.accelerator, "optimizer_step_was_skipped", False))
+        inputs, self._probe_inputs = self._probe_inputs, None
+        self.engine.post_step(self._closure(inputs) if inputs is not None else None, skipped=skipped)
+        if not skipped:
+            self._maybe_freeze(state)
+
+    def add_metrics(self, logs: dict, state) -> None:
+        """At ``on_log``: the ``hidlr/...`` metrics join a training-loss record (and its ``log_history`` entry)."""
+        if "loss" not in logs:
+            return
+        metrics = self.metrics()
+        logs.update(metrics)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            # The Trainer appended its record before calling on_log.
+            state.log_history[-1].update(metrics)
+
+    def save_checkpoint_state(self, args, state) -> None:
+        """At ``on_save``: the state goes into the checkpoint folder the Trainer has just written."""
+        if not args.should_save:
+            return
+        folder = internals.checkpoint_folder(self.trainer, state.global_step)
+        if os.path.isdir(folder):
+            self.save_state(folder)
+
+    def save_final_state(self, args) -> None:
+        """At ``on_train_end``: next to the final model, so ``hidlr export <output_dir>`` works on a finished run."""
+        if args.should_save:
+            os.makedirs(args.output_dir, exist_ok=True)
+            self.save_state(args.output_dir)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything a resumed or exported run needs, JSON-safe (the content of ``hidlr_state.json``)."""
+        return run_state(
+            self.engine, self.config.hidlr_settings(), self.group_param_names(), self.freeze_decision, self.trainer.model
+        )
+
+    def save_state(self, folder: str) -> str:
+        """Write ``hidlr_state.json`` into ``folder`` atomically; returns its path."""
+        return write_state(folder, self.state())
+
+    def _load_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.isfile(path):
+            warnings.warn(
+                f"No {STATE_FILE} in {checkpoint}: resuming with fresh Hi-DLR state (rates restart from the optimizer's).",
+                stacklevel=2,
+            )
+            return
+        saved = read_state(path)
+        self.engine.load_state_dict(saved["engine"])
+        self.freeze_decision = saved.get("frozen")
+        if self.freeze_decision:
+            freeze_groups(self.engine, self.freeze_decision["kept"])
+
+    # -- probes --------------------------------------------------------------------------------------
+
+    def _seed(self) -> int:
+        seed = self.config.hidlr_seed
+        return int(self.trainer.args.seed if seed is None else seed)
+
+    def _draw_probe_batch(self):
+        """A fresh training batch chosen by (seed, step) alone, so a resumed run draws the same batches.
+
+        All ranks draw the same global sample of ``world_size * probe_batch_size`` indices and each takes its own
+        slice: the mean of the ranks' probe losses is then the loss on the global probe batch, exactly what one
+        process with the same global batch would measure.
+        """
+        trainer = self.trainer
+        dataset = trainer.train_dataset
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise HiDLRError("Hi-DLR draws probe batches by index and needs a map-style train_dataset (with __len__).")
+        if self._collator is None:
+            self._collator = internals.probe_collator(trainer)
+        rank, world = trainer.args.process_index, trainer.args.world_size
+        generator = torch.Generator().manual_seed((self._seed() * 1_000_003 + self.engine.num_steps) % (2**63))
+        size = min(self._probe_bs, len(dataset) // world)
+        if size < 1:
+            raise HiDLRError(f"The training set has {len(dataset)} rows, too few for a probe batch on each of {world} processes.")
+        indices = torch.randperm(len(dataset), generator=generator)[rank * size : (rank + 1) * size].tolist()
+        return internals.prepare_inputs(trainer, self._collator([dataset[i] for i in indices]))
+
+    def _closure(self, inputs):
+        """The probe loss exactly as training computes it (``compute_loss``: label smoothing, custom losses)."""
+        trainer = self.trainer
+
+        def closure():
+            with trainer.compute_loss_context_manager():
+                loss = trainer.compute_loss(trainer.model, dict(inputs))
+            return loss.detach().float()
+
+        return closure
+
+    # -- logging -------------------------------------------------------------------------------------
+
+    def metrics(self) -> dict:
+        """Per-group rates and influence, and the cost of probing, under ``hidlr/...`` keys."""
+        engine = self.engine
+        out = {}
+        for name, lr, base, infl in zip(
+            engine.group_names, engine.rates_in_force(), engine.base_rates, engine.influence.mean
+        ):
+            out[f"hidlr/lr/{name}"] = float(lr)
+            out[f"hidlr/base_rate/{name}"] = float(base)
+            if math.isfinite(infl):
+                out[f"hidlr/influence/{name}"] = float(infl)
+        elapsed = time.perf_counter() - self._train_started if self._train_started else 0.0
+        probe = engine.probe_seconds - self._probe_seconds_at_start
+        out["hidlr/probe_seconds"] = float(engine.probe_seconds)
+        out["hidlr/overhead"] = float(probe / max(elapsed - probe, 1e-9)) if elapsed > 0 else 0.0
+        out["hidlr/rounds"] = engine.num_rounds
+        out["hidlr/discarded_rounds"] = engine.discarded_rounds
+        return out
+
+    # -- automatic PEFT ------------------------------------------------------------------------------
+
+    def freeze_step(self, state) -> Optional[int]:
+        """The optimizer step after which groups are frozen, or None without automatic PEFT."""
+        at = self.config.hidlr_freeze_at
+        if at is None:
+            return None
+        return max(1, int(round(at * state.max_steps))) if isinstance(at, float) else int(at)
+
+    def _maybe_freeze(self, state) -> None:
+        at = self.freeze_step(state)
+        if at is None or self.freeze_decision is not None or state.global_step + 1 < at:
+            return
+        self.freeze()
+
+    def freeze(self, budget=None) -> dict:
+        """Rank groups by influence, keep the best within the budget (the head always), freeze the rest.
+
+        ``budget`` defaults to ``--hidlr_trainable_budget``. Returns (and keeps as :attr:`freeze_decision`) what was
+        decided.
+        """
+        engine = self.engine
+        budget = budget if budget is not None else self.config.hidlr_trainable_budget
+        if engine.num_rounds == 0:
+            raise HiDLRError(
+                "Automatic PEFT was asked to freeze before any Hi-DLR probe round measured influence; set "
+                "--hidlr_freeze_at later than the first optimizer step."
+            )
+        records = group_records(engine.group_names, self.group_param_names(), engine.group_sizes(), engine.influence.mean)
+        total = sum(p.numel() for p in self.trainer.model.parameters())
+        selection = select(records, budget, total)
+        self.freeze_decision = {
+            "step": engine.num_steps,
+            "kept": list(selection.kept),
+            "rank": list(selection.rank),
+            "budget": selection.budget,
+            "total_params": selection.total_params,
+            "trainable_params": selection.trainable_params,
+        }
+        freeze_groups(engine, selection.kept)
+        logger.info(
+            "Hi-DLR automatic PEFT at step %d: kept %s (%d of %d parameters, %.3f%%).",
+            engine.num_steps,
+            selection.kept_names,
+            selection.trainable_params,
+            total,
+            100.0 * selection.trainable_params / max(total, 1),
+        )
+        return self.freeze_decision
+
+    def group_param_names(self) -> list:
+        """Per Hi-DLR group, the names (``model.named_parameters()``) of its parameters, in the optimizer's order."""
+        if self._group_param_names is None:
+            names = {id(p): n for n, p in self.trainer.model.named_parameters()}
+            optimizer = self.engine.optimizer
+            self._group_param_names = [
+                [names.get(id(p), "?") for i in indices for p in optimizer.param_groups[i]["params"]]
+                for indices in self.engine.param_group_indices
+            ]
+        return self._group_param_names

@@ -1,0 +1,52 @@
+"""Every use of a private ``transformers.Trainer`` method, in one module.
+
+Hi-DLR needs four things the Trainer keeps private: the collator with unused columns removed and the device
+placement of a batch (so a probe batch looks exactly like a training batch), the output folder of the current run
+(to find the checkpoint just written), and the moment a checkpoint's optimizer and scheduler were loaded (to load the
+Hi-DLR state that belongs with them). Checked against transformers 4.57.6 and 5.24.0 (pyproject allows >=4.57,<6):
+the names and parameters below are the same in both. ``tests/test_trainer_internals.py`` fails if one disappears
+or changes its parameters; when it does, this module is the only place to update.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+PRIVATE_TRAINER_METHODS = {
+    "_get_collator_with_removed_columns": ("data_collator", "description"),
+    "_prepare_inputs": ("inputs",),
+    "_get_output_dir": ("trial",),
+    "_load_optimizer_and_scheduler": ("checkpoint",),
+}
+"""The private ``Trainer`` methods used here, with the parameters passed to them."""
+
+
+def probe_collator(trainer):
+    """The Trainer's data collator wrapped to drop the columns the model does not take, as for training batches."""
+    return trainer._get_collator_with_removed_columns(trainer.data_collator, description="hidlr probe")
+
+
+def prepare_inputs(trainer, batch: dict) -> dict:
+    """``batch`` on the training device, in the form ``compute_loss`` receives during training."""
+    return trainer._prepare_inputs(batch)
+
+
+def checkpoint_folder(trainer, global_step: int) -> str:
+    """The ``checkpoint-<step>`` folder the Trainer writes at ``global_step`` (in its run's output folder)."""
+    return os.path.join(trainer._get_output_dir(trial=None), f"checkpoint-{global_step}")
+
+
+def after_checkpoint_load(trainer, hook) -> None:
+    """Call ``hook(checkpoint)`` each time ``trainer`` has loaded a checkpoint's optimizer and scheduler state.
+
+    Installed on the instance, so it works for ``HiDLRTrainer`` and for a plain ``Trainer`` alike; ``checkpoint`` is
+    None when training starts afresh.
+    """
+    load = trainer._load_optimizer_and_scheduler
+
+    def load_then_hook(self, checkpoint):
+        load(checkpoint)
+        hook(checkpoint)
+
+    trainer._load_optimizer_and_scheduler = types.MethodType(load_then_hook, trainer)
