@@ -214,7 +214,7 @@ def test_recipes_are_plain_yaml():
 
 
 def test_trust_remote_code_is_off_unless_asked(tmp_path):
-    from hidlr_hf.glue.cli import parse_args
+    from hidlr_hf.glue.arguments import parse_args
 
     model_args, _, _, _ = parse_args(["--task_name", "rte", "--output_dir", str(tmp_path / "a")])
     assert model_args.trust_remote_code is False

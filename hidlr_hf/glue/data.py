@@ -11,6 +11,7 @@ rows contain unbalanced double quotes, which a quoting parser would merge with t
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from hidlr_hf.errors import HiDLRError
 from hidlr_hf.glue.tasks import HUB_DATASET, GlueTask, get_task
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # datasets is an optional dependency (the ``glue`` extra), imported when needed
     import datasets
@@ -430,3 +433,65 @@ def default_glue_data_dir() -> Path | None:
         if candidate.is_dir():
             return candidate.resolve()
     return None
+
+
+# ----------------------------------------------------------------------------------------- a run's data
+
+
+def load_data(task: GlueTask, data_args, cache_dir=None):
+    """The task's splits as a ``DatasetDict`` (train + eval splits), cut to ``max_*_samples``."""
+    validation = data_args.validation_file
+    if data_args.validation_mismatched_file is not None:
+        validation = {"validation_mismatched": data_args.validation_mismatched_file}
+        if data_args.validation_file is not None:
+            validation["validation_matched"] = data_args.validation_file
+    data_dir = data_args.data_dir
+    own_files = data_args.train_file is not None or validation is not None
+    if data_dir is None and not own_files and hub_is_offline():
+        found = default_glue_data_dir()
+        if found is not None:
+            data_dir = str(found)
+            logger.info("Reading %s from the classic GLUE folder %s (pass --data_dir to choose another).",
+                        task.name, data_dir)
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise HiDLRError(f"--data_dir {data_dir} is not a folder; it should hold {task.dir_name}/train.tsv and dev.tsv")
+    raw = load_glue(
+        task, data_dir=data_dir, train_file=data_args.train_file, validation_file=validation, cache_dir=cache_dir
+    )
+    limits = {"train": data_args.max_train_samples, **{s: data_args.max_eval_samples for s in task.eval_splits}}
+    for split, limit in limits.items():
+        if limit is not None and split in raw and limit < len(raw[split]):
+            raw[split] = raw[split].select(range(limit))
+    return raw
+
+
+def tokenize(raw, task: GlueTask, tokenizer, max_seq_length: int, pad_to_max_length: bool = False,
+             overwrite_cache: bool = False) -> dict:
+    """Tokenized splits with ``input_ids`` / ``attention_mask`` (...) and ``labels``; the text columns and ``idx``
+    are dropped. Inputs longer than ``max_seq_length`` (or the model's maximum) are truncated; without
+    ``pad_to_max_length`` nothing is padded (a collator pads each batch)."""
+    max_length = max_seq_length
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if model_max is not None and model_max < max_length:
+        logger.warning(
+            "--max_seq_length %d is longer than the model's maximum (%d); using %d.", max_length, model_max, model_max
+        )
+        max_length = model_max
+    padding = "max_length" if pad_to_max_length else False
+
+    def encode(batch):
+        texts = [batch[key] for key in task.text_keys]
+        return tokenizer(*texts, padding=padding, max_length=max_length, truncation=True)
+
+    out = {}
+    for split, dataset in raw.items():
+        remove = [c for c in dataset.column_names if c in set(task.text_keys) | {"idx"}]
+        encoded = dataset.map(
+            encode,
+            batched=True,
+            remove_columns=remove,
+            load_from_cache_file=not overwrite_cache,
+            desc=f"Tokenizing {task.name} {split}",
+        )
+        out[split] = encoded.rename_column("label", "labels")
+    return out

@@ -1,7 +1,9 @@
-"""The Hi-DLR report figure of a run: how each group's base rate moved, and how influential each group was.
+"""What a ``hidlr-glue`` run reports: the Hi-DLR figure and the summary printed at the end.
 
-:func:`write_report` works from plain lists (``engine.history``, ``engine.group_names``,
-``engine.influence.mean``), so it needs no Trainer and can redraw a figure from a saved ``hidlr_state.json``.
+:func:`write_report` draws how each group's base rate moved and how influential each group was; it works from plain
+lists (``engine.history``, ``engine.group_names``, ``engine.influence.mean``), so it needs no Trainer and can redraw a
+figure from a saved ``hidlr_state.json``. :func:`summary_text` is the table of final metrics and of each group's
+rate and influence.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-__all__ = ["write_report", "rate_trajectories"]
+from hidlr_hf.glue.tasks import GlueTask
+
+__all__ = ["REPORT_FILE", "group_rows", "metrics_table", "rate_trajectories", "summary_text", "write_report"]
+
+REPORT_FILE = "hidlr_report.png"
 
 
 def _number(x) -> float:
@@ -134,3 +140,85 @@ def write_report(
         os.makedirs(folder, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+# ------------------------------------------------------------------------------------------ console summary
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value == 0:
+            return "0"
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+_SKIP_METRIC = ("_runtime", "_samples_per_second", "_steps_per_second", "total_flos")
+
+
+def metrics_table(metrics: dict) -> str:
+    """The metrics as a two-column table, run times last (throughput and FLOP counts left out)."""
+    rows = [[k, _fmt(v)] for k, v in metrics.items() if not k.endswith(_SKIP_METRIC) and k not in ("epoch",)]
+    runtime = [[k + " (s)", _fmt(float(v))] for k, v in metrics.items() if k.endswith("_runtime")]
+    return _table(["metric", "value"], rows + runtime, right={1})
+
+
+def group_rows(engine, freeze_decision: Optional[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per-group rows: name, parameters, rate in force, base rate, influence (and kept/frozen)."""
+    header = ["group", "params", "lr in force", "base rate", "influence"]
+    kept = freeze_decision.get("kept") if freeze_decision else None
+    if kept is not None:
+        header.append("status")
+    rows = []
+    sizes = [sum(p.numel() for i in m for p in engine.optimizer.param_groups[i]["params"]) for m in engine.param_group_indices]
+    for k, name in enumerate(engine.group_names):
+        row = [
+            name,
+            _count(sizes[k]),
+            _fmt(float(engine.rates_in_force()[k])),
+            _fmt(float(engine.base_rates[k])),
+            _fmt(float(engine.influence.mean[k])),
+        ]
+        if kept is not None:
+            row.append("kept" if kept[k] else "frozen")
+        rows.append(row)
+    return header, rows
+
+
+def summary_text(task: GlueTask, metrics: dict, trainer) -> str:
+    """The final metrics (the task's own first) and, when Hi-DLR ran, each group's rates and influence."""
+    def task_metric_first(key):
+        bare = key.removeprefix("eval_").removesuffix("_mm")
+        return (0, task.metric_names.index(bare)) if key.startswith("eval_") and bare in task.metric_names else (1, 0)
+
+    ordered = {k: metrics[k] for k in sorted(metrics, key=task_metric_first)}  # stable: keeps the rest in order
+    parts = [f"Final metrics ({task.name})", metrics_table(ordered)]
+    engine = getattr(trainer, "hidlr", None)
+    if engine is None:
+        parts.append("Hi-DLR: off or not run (no training); no per-group rates to show.")
+    else:
+        header, rows = group_rows(engine, trainer.hidlr_controller.freeze_decision)
+        parts.append(
+            f"Hi-DLR groups ({len(rows)} groups, {engine.num_rounds} probe rounds, "
+            f"{engine.discarded_rounds} discarded)"
+        )
+        parts.append(_table(header, rows, right={1, 2, 3, 4}))
+    return "\n".join(parts)
