@@ -1,0 +1,103 @@
+"""Where a benchmark ran: the command line, the machine, the library versions, the code, and memory readings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from . import REPO
+
+
+def command_line() -> str:
+    """This invocation as a shell command (the script path as given, then its arguments)."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+
+
+def machine_info() -> dict:
+    """CPU, cores, memory and library versions of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024**2, 1)
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
+            "platform": platform.platform()}
+    for module in ("torch", "transformers", "peft", "datasets"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - a missing library is reported, not fatal
+            info[module] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001
+        pass
+    return info
+
+
+def code_fingerprint(package: Path = REPO / "hidlr_hf") -> dict:
+    """Which library code a run used: a hash of the package's Python sources (paths and bytes), and the git commit
+    when there is one. Runs of different engine versions must not be compared silently; the report checks this."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(package).rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=str(REPO), capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"hidlr_hf_sha256": digest.hexdigest()[:16], "git_commit": commit}
+
+
+def code_versions(runs: list[dict]) -> dict:
+    """Finished runs per hidlr_hf source hash ("unrecorded" for runs made before runs recorded it)."""
+    out: dict = {}
+    for run in runs:
+        if "error" not in run:
+            key = (run.get("code") or {}).get("hidlr_hf_sha256") or "unrecorded"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def reset_peak_rss() -> str:
+    """Reset the process's resident-set high-water mark (Linux ``clear_refs``); returns how peaks are measured."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return "VmHWM after resetting it (/proc/self/clear_refs) just before training"
+    except OSError:
+        return "ru_maxrss of the whole process (could not reset the high-water mark)"
+
+
+def rss_mb(kind: str = "VmRSS") -> float | None:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MiB; falls back to ``ru_maxrss`` for the peak."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(kind + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    if kind == "VmHWM":
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
