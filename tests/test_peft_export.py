@@ -1,4 +1,4 @@
-"""Mask -> peft config -> get_peft_model round trips on tiny random models (METHOD.md section 8)."""
+"""Mask -> peft config -> get_peft_model round trips on tiny random models (docs/METHOD.md section 12)."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""Budget parsing and the first-fit-by-rank selection of groups to keep (METHOD.md section 8)."""
+"""Budget parsing and the first-fit-by-rank selection of groups to keep (docs/METHOD.md section 8)."""
 
 import math
 import warnings

@@ -1,4 +1,4 @@
-"""Probe losses across processes (METHOD.md section 10): every rank must set identical rates.
+"""Probe losses across processes (docs/METHOD.md section 10): every rank must set identical rates.
 
 Probe forwards run on the unwrapped model, outside DDP's hooks, so each rank sees its own slice of the probe batch;
 their losses are averaged here before any rate is computed. Plain ``torch.distributed``, no launcher assumed.

@@ -1,6 +1,6 @@
 """The Hi-DLR engine: per-group learning rates from forward-only curvature probes, for any torch optimizer.
 
-Use it in any training loop (METHOD.md section 6)::
+Use it in any training loop (docs/METHOD.md section 6)::
 
     hidlr = HiDLR(optimizer)               # optimizer.param_groups are the groups
     loss.backward()
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Estimate:
-    """What one probe round measured and decided; one entry per group (METHOD.md sections 3-5).
+    """What one probe round measured and decided; one entry per group (docs/METHOD.md sections 3-5).
 
     Attributes:
         step: optimizer step (0-based) of the round.
@@ -392,7 +392,7 @@ class HiDLR:
         self.forward_passes += round_passes
 
         rates = torch.tensor(self.base_rates, dtype=torch.float64)
-        # b and A in absolute units: beta_k = r_k b_k and alpha_jk = r_j r_k A_jk (METHOD.md section 4).
+        # b and A in absolute units: beta_k = r_k b_k and alpha_jk = r_j r_k A_jk (docs/METHOD.md section 4).
         b = beta / old_rates
         A = alpha / torch.outer(old_rates, old_rates)
         influence = round_influence(b, A, self.group_sizes())

@@ -1,4 +1,4 @@
-"""Probe designs and the least-squares fit of the next-loss model (METHOD.md section 4).
+"""Probe designs and the least-squares fit of the next-loss model (docs/METHOD.md section 4).
 
 A probe is a vector ``xi`` of multipliers, one per group: it evaluates the loss at
 ``w - sum_k xi_k r_k d_k``. Around ``xi = 0`` the loss change is modelled as
@@ -102,7 +102,7 @@ def fit_quadratic(
 
 
 def axis_fit(plus: torch.Tensor, minus: torch.Tensor, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed form of the ``axis`` design (METHOD.md section 4), NaN-free only where probed.
+    """Closed form of the ``axis`` design (docs/METHOD.md section 4), NaN-free only where probed.
 
     ``beta_k = (dL(-c e_k) - dL(+c e_k)) / (2c)`` and ``alpha_kk = (dL(+c e_k) + dL(-c e_k)) / c^2``, with dL
     measured from L(0). Written out rather than solved: the same inputs give the same bits on every run,

@@ -1,4 +1,4 @@
-"""Freezing the groups automatic PEFT did not keep (METHOD.md section 8), without changing the optimizer's layout.
+"""Freezing the groups automatic PEFT did not keep (docs/METHOD.md section 8), without changing the optimizer's layout.
 
 A frozen group gets learning rate 0, weight decay 0, no gradient and no optimizer state, but keeps its param groups:
 ``optimizer.load_state_dict`` needs the same groups at resume, and DDP's reducer was built for the parameters it

@@ -1,4 +1,4 @@
-"""Parameter grouping: which parameters share one learning rate (METHOD.md section 9).
+"""Parameter grouping: which parameters share one learning rate (docs/METHOD.md section 9).
 
 Plain PyTorch: models are classified by module class names and module paths, never by importing
 ``transformers`` or ``peft``, so any ``nn.Module`` can be grouped and this file stays cheap to import.

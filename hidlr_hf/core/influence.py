@@ -1,4 +1,4 @@
-"""Per-parameter influence (METHOD.md sections 3 and 8): how much each group can lower the loss.
+"""Per-parameter influence (docs/METHOD.md sections 3 and 8): how much each group can lower the loss.
 
 ``gain_k = b_k^2 / (2 A_kk)`` is the predicted loss decrease from group k alone at its optimal rate, and
 ``gain_k / n_k`` (the paper's "PPI") ranks groups for freezing. It does not depend on the scale of the

@@ -1,4 +1,4 @@
-"""Is the optimizer's step linear in the learning rate? Hi-DLR needs it (METHOD.md section 2).
+"""Is the optimizer's step linear in the learning rate? Hi-DLR needs it (docs/METHOD.md section 2).
 
 The engine recovers the direction ``d`` from one unit-rate step, and moves to ``w - lr d``: that is only the step the
 optimizer would take at ``lr`` when its displacement scales with the learning rate and its state does not depend on

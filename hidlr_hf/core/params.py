@@ -1,6 +1,6 @@
 """Parameter and optimizer helpers of the engine: param groups, learning rates, and moving parameters exactly.
 
-Hi-DLR works on whatever optimizer it is given (METHOD.md section 6): these helpers see through wrappers such as
+Hi-DLR works on whatever optimizer it is given (docs/METHOD.md section 6): these helpers see through wrappers such as
 accelerate's ``AcceleratedOptimizer``, read and write learning rates that may be Python floats or tensors, and move
 parameters to ``w - lr d`` in the parameter's own dtype, so that restores and steps are exact to the bit.
 """
@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 
 UNIT_RATE = 1.0
-"""The learning rate of the step that reveals the optimizer's direction ``d`` (METHOD.md section 6)."""
+"""The learning rate of the step that reveals the optimizer's direction ``d`` (docs/METHOD.md section 6)."""
 
 
 def innermost_optimizer(optimizer):

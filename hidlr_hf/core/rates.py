@@ -1,6 +1,6 @@
 """Rate control: from measured ``(beta, alpha)`` to new base rates, and when to measure.
 
-Everything here works on rate *multipliers* ``rho_k = eta*_k / r_k`` (METHOD.md section 4), so it never
+Everything here works on rate *multipliers* ``rho_k = eta*_k / r_k`` (docs/METHOD.md section 4), so it never
 needs the absolute scale of the optimizer's direction.
 """
 
@@ -25,7 +25,7 @@ INACTIVE = "inactive"  # frozen, rate 0, or no gradient this step
 
 @dataclass
 class RateRule:
-    """Safeguards of METHOD.md section 5: trust region, smoothing and bounds.
+    """Safeguards of docs/METHOD.md section 5: trust region, smoothing and bounds.
 
     Args:
         trust_region: ``gamma``; multipliers are clipped to ``[1/gamma, gamma]`` (GeN uses 2).
@@ -111,7 +111,7 @@ class RateRule:
 
 
 class ProbeSchedule:
-    """Which optimizer steps run a probe round (METHOD.md section 7).
+    """Which optimizer steps run a probe round (docs/METHOD.md section 7).
 
     ``every=N`` probes at steps 0, N, 2N, ... . ``every="auto"`` probes at each of the first
     ``calibration_rounds`` steps, then doubles the gap after every round until it reaches the gap that keeps

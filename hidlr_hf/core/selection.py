@@ -1,4 +1,4 @@
-"""Automatic PEFT: keep the most influential groups under a trainable-parameter budget (METHOD.md section 8).
+"""Automatic PEFT: keep the most influential groups under a trainable-parameter budget (docs/METHOD.md section 8).
 
 Plain PyTorch bookkeeping, no ``transformers`` or ``peft`` import. A :class:`GroupRecord` is one row of
 the mask (a group's parameter names, size and accumulated influence ``gain_k / n_k``); :func:`select`
