@@ -9,6 +9,7 @@ from .errors import HiDLRError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``hidlr`` command and its ``export`` subcommand."""
     parser = argparse.ArgumentParser(prog="hidlr", description="Hi-DLR tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser(
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Entry point of ``hidlr``; returns the exit status (0 ok, 2 bad input, with one line on stderr)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":

@@ -188,3 +188,20 @@ def test_freeze_needs_a_measured_round(tmp_path):
     trainer.hidlr.num_rounds = 0
     with pytest.raises(HiDLRError, match="before any Hi-DLR probe round"):
         trainer.hidlr_controller.freeze()
+
+
+def test_outputs_stay_inside_the_output_directory(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = HiDLRTrainingArguments(
+        output_dir=str(work / "out"), max_steps=2, per_device_train_batch_size=8, report_to="none", disable_tqdm=True,
+        save_steps=1, hidlr_every="1", hidlr_freeze_at="1", hidlr_trainable_budget="top1",
+        hidlr_grouping="module_type_by_layer",
+    )
+    trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset())
+    trainer.train()
+    trainer.save_model()
+    trainer.export_peft_config(str(work / "out" / "adapter"))
+    written = [p for p in work.rglob("*") if p.is_file()]
+    assert written and all((work / "out") in p.parents for p in written), [str(p) for p in written]

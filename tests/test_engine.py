@@ -2,13 +2,13 @@
 
 import copy
 import math
-import random
 
 import numpy as np
 import pytest
 import torch
 
 from hidlr_hf import HiDLR, HiDLRError
+from toy_problems import mse, regression, two_linears
 
 SIZES = [4, 5, 6]
 
@@ -204,35 +204,16 @@ def test_tiny_transformer_against_exact_hessian():
         torch.backends.mha.set_fastpath_enabled(True)
 
 
-def _regression(seed=0, n=256):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 6, generator=g)
-    X[:, 3:] *= 4.0  # a second group with 16x the curvature
-    w = torch.randn(6, 1, generator=g)
-    y = X @ w + 0.1 * torch.randn(n, 1, generator=g)
-    return X, y
-
-
-def _model():
-    torch.manual_seed(0)
-    a, b = torch.nn.Linear(3, 1, bias=False), torch.nn.Linear(3, 1)
-    return a, b
-
-
-def _loss(a, b, X, y):
-    return torch.nn.functional.mse_loss(a(X[:, :3]) + b(X[:, 3:]), y)
-
-
 def test_no_probe_due_is_bit_identical_to_plain_optimizer():
-    X, y = _regression()
+    X, y = regression()
     runs = []
     for use_hidlr in (False, True):
-        a, b = _model()
+        a, b = two_linears()
         opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
         hidlr = HiDLR(opt, every=1) if use_hidlr else None
         for i in range(20):
             opt.zero_grad()
-            _loss(a, b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
+            mse(a, b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
             hidlr.step() if use_hidlr else opt.step()  # no closure: no probe is ever run
         runs.append(([p.detach().clone() for p in (*a.parameters(), *b.parameters())], opt.state_dict()))
     for p, q in zip(runs[0][0], runs[1][0]):
@@ -243,42 +224,42 @@ def test_no_probe_due_is_bit_identical_to_plain_optimizer():
 
 
 def test_between_rounds_steps_are_plain_optimizer_steps():
-    X, y = _regression()
-    a, b = _model()
+    X, y = regression()
+    a, b = two_linears()
     opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
     hidlr = HiDLR(opt, every=50)
     opt.zero_grad()
-    _loss(a, b, X[:8], y[:8]).backward()
-    assert hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132])) is not None
+    mse(a, b, X[:8], y[:8]).backward()
+    assert hidlr.step(lambda: mse(a, b, X[100:132], y[100:132])) is not None
     twin_a, twin_b, twin_opt = copy.deepcopy((a, b, opt))
     for i in range(1, 20):
         for m_a, m_b, o, h in ((a, b, opt, hidlr), (twin_a, twin_b, twin_opt, None)):
             o.zero_grad()
-            _loss(m_a, m_b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
+            mse(m_a, m_b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
             if h is None:
                 o.step()
             else:
                 assert not h.probe_due
-                assert h.step(lambda: _loss(m_a, m_b, X[100:132], y[100:132])) is None
+                assert h.step(lambda: mse(m_a, m_b, X[100:132], y[100:132])) is None
     for p, q in zip((*a.parameters(), *b.parameters()), (*twin_a.parameters(), *twin_b.parameters())):
         assert torch.equal(p, q)
 
 
 def test_probe_step_advances_adam_state_exactly_once():
-    X, y = _regression()
-    a, b = _model()
+    X, y = regression()
+    a, b = two_linears()
     opt = torch.optim.Adam([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
     twin_a, twin_b, twin_opt = copy.deepcopy((a, b, opt))
     hidlr = HiDLR(opt, every=1)
     for i in range(5):
         for m_a, m_b, o in ((a, b, opt), (twin_a, twin_b, twin_opt)):
             o.zero_grad()
-            _loss(m_a, m_b, X[:8], y[:8]).backward()
+            mse(m_a, m_b, X[:8], y[:8]).backward()
         # The twin takes a plain step from the same parameters and state with the rates now in force.
         for g, h in zip(twin_opt.param_groups, opt.param_groups):
             g["lr"] = h["lr"]
         twin_opt.step()
-        hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+        hidlr.step(lambda: mse(a, b, X[100:132], y[100:132]))
         for p, q in zip((*a.parameters(), *b.parameters()), (*twin_a.parameters(), *twin_b.parameters())):
             s, t = opt.state[p], twin_opt.state[q]
             assert float(s["step"]) == float(t["step"]) == i + 1
@@ -291,15 +272,15 @@ def test_probe_step_advances_adam_state_exactly_once():
 
 
 def test_step_taken_on_probe_step_uses_new_rates():
-    X, y = _regression()
-    a, b = _model()
+    X, y = regression()
+    a, b = two_linears()
     opt = torch.optim.SGD([{"params": a.parameters(), "lr": 1e-3}, {"params": b.parameters(), "lr": 1e-3}])
     hidlr = HiDLR(opt, every=1)
     opt.zero_grad()
-    _loss(a, b, X[:8], y[:8]).backward()
+    mse(a, b, X[:8], y[:8]).backward()
     before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
     grads = [p.grad.clone() for p in (*a.parameters(), *b.parameters())]
-    est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    est = hidlr.step(lambda: mse(a, b, X[100:132], y[100:132]))
     assert est.rate[0] != 1e-3 and est.rate[1] != 1e-3
     lrs = [float(est.rate[0])] * 1 + [float(est.rate[1])] * 2
     for p, w, g, lr in zip((*a.parameters(), *b.parameters()), before, grads, lrs):
@@ -308,19 +289,19 @@ def test_step_taken_on_probe_step_uses_new_rates():
 
 def test_direction_in_grads_same_trajectory_and_grads_hold_the_direction():
     """Holding d in the spent gradient buffers changes nothing but where d lives; with it off, .grad is untouched."""
-    X, y = _regression()
+    X, y = regression()
     runs = {}
     for in_grads in (True, False):
-        a, b = _model()
+        a, b = two_linears()
         opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
         hidlr = HiDLR(opt, every=1, direction_in_grads=in_grads)
         rates = []
         for i in range(6):
             opt.zero_grad()
-            _loss(a, b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
+            mse(a, b, X[i * 8 : i * 8 + 8], y[i * 8 : i * 8 + 8]).backward()
             before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
             grads = [p.grad.clone() for p in (*a.parameters(), *b.parameters())]
-            est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+            est = hidlr.step(lambda: mse(a, b, X[100:132], y[100:132]))
             assert est is not None and est.status == "ok"
             if in_grads:
                 # p = w - lr * d with d now in .grad (the step is taken from the snapshot, so this holds to rounding)
@@ -339,98 +320,9 @@ def test_direction_in_grads_same_trajectory_and_grads_hold_the_direction():
         assert torch.equal(r, s)
 
 
-def _setup_fault_run(trust_region=2.0):
-    X, y = _regression()
-    a, b = _model()
-    model = torch.nn.ModuleDict({"a": a, "b": b})
-    opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
-    hidlr = HiDLR(opt, every=1, model=model, trust_region=trust_region)
-    opt.zero_grad()
-    _loss(a, b, X[:8], y[:8]).backward()
-    return X, y, model, opt, hidlr
-
-
-@pytest.mark.parametrize("fault", ["nan", "inf", "raise"])
-def test_faulty_closure_restores_bit_exact(fault):
-    # Reference: the same round with a trust region of 1, which measures but keeps every rate.
-    X, y, model, opt, hidlr = _setup_fault_run(trust_region=1.0)
-    hidlr.step(lambda: _loss(model["a"], model["b"], X[100:132], y[100:132]))
-    expected = [p.detach().clone() for p in model.parameters()]
-
-    X, y, model, opt, hidlr = _setup_fault_run()
-    calls = []
-
-    def closure():
-        calls.append(1)
-        if len(calls) < 3:
-            return _loss(model["a"], model["b"], X[100:132], y[100:132])
-        if fault == "raise":
-            raise RuntimeError("probe batch failed")
-        return torch.tensor(float("nan") if fault == "nan" else float("inf"))
-
-    rates_before = list(hidlr.base_rates)
-    est = hidlr.step(closure)
-    assert est.status.startswith("discarded")
-    assert hidlr.base_rates == rates_before
-    assert hidlr.discarded_rounds == 1
-    for p, q in zip(model.parameters(), expected):
-        assert torch.equal(p, q)
-    assert hidlr.probe_due  # retried at the next step
-
-
-def test_keyboard_interrupt_completes_step_and_reraises():
-    X, y, model, opt, hidlr = _setup_fault_run(trust_region=1.0)
-    hidlr.step(lambda: _loss(model["a"], model["b"], X[100:132], y[100:132]))
-    expected = [p.detach().clone() for p in model.parameters()]
-    X, y, model, opt, hidlr = _setup_fault_run()
-    rates = list(hidlr.base_rates)
-
-    def closure():
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        hidlr.step(closure)
-    assert hidlr.base_rates == rates
-    assert [g["lr"] for g in opt.param_groups] == rates
-    for p, q in zip(model.parameters(), expected):
-        assert torch.equal(p, q)
-
-
-def test_rng_streams_and_model_mode_untouched():
-    X, y, model, opt, hidlr = _setup_fault_run()
-    model.train()
-    model["b"].eval()  # a mixed state must come back as it was
-    torch.manual_seed(123)
-    random.seed(5)
-    np.random.seed(7)
-    expected = (torch.rand(3), random.random(), np.random.rand())
-    torch.manual_seed(123)
-    random.seed(5)
-    np.random.seed(7)
-
-    def closure():
-        assert not model.training and not model["a"].training
-        torch.rand(100), random.random(), np.random.rand()  # a closure that consumes randomness
-        return _loss(model["a"], model["b"], X[100:132], y[100:132])
-
-    assert hidlr.step(closure).status == "ok"
-    assert (torch.rand(3), random.random(), np.random.rand())[1:] == expected[1:]
-    torch.manual_seed(123)
-    assert model.training and model["a"].training and not model["b"].training
-
-
-def test_rng_stream_untouched_torch():
-    X, y, model, opt, hidlr = _setup_fault_run()
-    torch.manual_seed(9)
-    reference = torch.rand(4)
-    torch.manual_seed(9)
-    hidlr.step(lambda: (torch.randn(50), _loss(model["a"], model["b"], X[100:132], y[100:132]))[1])
-    assert torch.equal(torch.rand(4), reference)
-
-
 def _run_from(lr, steps=200, seed=0):
-    X, y = _regression(seed, n=4096)
-    a, b = _model()
+    X, y = regression(seed, n=4096)
+    a, b = two_linears()
     opt = torch.optim.SGD([{"params": a.parameters(), "lr": lr}, {"params": b.parameters(), "lr": lr}])
     hidlr = HiDLR(opt, every=1)
     g = torch.Generator().manual_seed(seed)
@@ -438,8 +330,8 @@ def _run_from(lr, steps=200, seed=0):
         idx = torch.randint(0, len(X), (32,), generator=g)
         probe = torch.randint(0, len(X), (64,), generator=g)
         opt.zero_grad()
-        _loss(a, b, X[idx], y[idx]).backward()
-        hidlr.step(lambda: _loss(a, b, X[probe], y[probe]))
+        mse(a, b, X[idx], y[idx]).backward()
+        hidlr.step(lambda: mse(a, b, X[probe], y[probe]))
     return hidlr.base_rates
 
 
@@ -452,16 +344,16 @@ def test_start_rate_does_not_matter_on_convex_problem():
 
 
 def test_state_dict_round_trip_resumes_identically():
-    X, y = _regression()
+    X, y = regression()
 
     def run(steps, resume_at=None):
-        a, b = _model()
+        a, b = two_linears()
         opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
         hidlr = HiDLR(opt, every="auto", calibration_rounds=3)
         for i in range(steps):
             if resume_at is not None and i == resume_at:
                 saved = copy.deepcopy((a.state_dict(), b.state_dict(), opt.state_dict(), hidlr.state_dict()))
-                a, b = _model()
+                a, b = two_linears()
                 opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 5.0}, {"params": b.parameters(), "lr": 5.0}])
                 hidlr = HiDLR(opt, every="auto", calibration_rounds=3)
                 a.load_state_dict(saved[0])
@@ -469,8 +361,8 @@ def test_state_dict_round_trip_resumes_identically():
                 opt.load_state_dict(saved[2])
                 hidlr.load_state_dict(saved[3])
             opt.zero_grad()
-            _loss(a, b, X[i * 8 % 200 : i * 8 % 200 + 8], y[i * 8 % 200 : i * 8 % 200 + 8]).backward()
-            hidlr.step(lambda: _loss(a, b, X[200:232], y[200:232]))
+            mse(a, b, X[i * 8 % 200 : i * 8 % 200 + 8], y[i * 8 % 200 : i * 8 % 200 + 8]).backward()
+            hidlr.step(lambda: mse(a, b, X[200:232], y[200:232]))
         return [p.detach().clone() for p in (*a.parameters(), *b.parameters())], hidlr.state_dict()
 
     straight, resumed = run(30), run(30, resume_at=13)
@@ -482,120 +374,9 @@ def test_state_dict_round_trip_resumes_identically():
     assert [h["step"] for h in straight[1]["history"]] == [0, 1, 2, 4, 8, 16]
 
 
-def test_auto_schedule_spaces_rounds_within_budget():
-    from hidlr_hf.core.rates import ProbeSchedule
-
-    schedule = ProbeSchedule("auto", calibration_rounds=4, overhead_budget=0.05, step_cost=3.0)
-    steps, rounds = [], 0
-    for step in range(2000):
-        if schedule.due(step):
-            rounds += 1
-            steps.append(step)
-            schedule.after_round(step, rounds, forward_passes=13)
-    assert steps[:4] == [0, 1, 2, 3]
-    gaps = np.diff(steps)
-    assert gaps.max() == math.ceil(13 / (3 * 0.05))  # 87 steps: 13 forwards per 87 steps of 3 = 5%
-    assert all(g2 >= g1 for g1, g2 in zip(gaps, gaps[1:]))
-    late = [s for s in steps if s >= 1000]
-    assert 13 * len(late) / (3 * 1000) <= 0.05 + 1e-9
-
-
-class _SquareLR(torch.optim.SGD):
-    """Steps by lr**2 * grad: not linear in the learning rate."""
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-group["lr"] ** 2)
-
-
-class _LrInState(torch.optim.SGD):
-    """Linear displacement, but remembers the learning rate in its state."""
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self.state[p]["seen_lr"] = torch.tensor(group["lr"])
-                    p.add_(p.grad, alpha=-group["lr"])
-
-
-@pytest.mark.parametrize("cls", [_SquareLR, _LrInState])
-def test_nonlinear_optimizer_refused_without_damage(cls):
-    X, y = _regression()
-    a, b = _model()
-    opt = cls([{"params": a.parameters(), "lr": 0.1}, {"params": b.parameters(), "lr": 0.1}])
-    hidlr = HiDLR(opt, every=1)
-    opt.zero_grad()
-    _loss(a, b, X[:8], y[:8]).backward()
-    before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
-    with pytest.raises(HiDLRError, match="not linear in the learning rate"):
-        hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
-    for p, w in zip((*a.parameters(), *b.parameters()), before):
-        assert torch.equal(p, w)
-    assert not opt.state or all(not s for s in opt.state.values())
-    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1]
-
-
-def test_known_nonlinear_optimizers_refused_by_name():
-    p = torch.nn.Parameter(torch.zeros(3))
-    with pytest.raises(HiDLRError, match="Rprop"):
-        HiDLR(torch.optim.Rprop([p]))
-    from transformers.optimization import Adafactor
-
-    with pytest.raises(HiDLRError, match="relative_step"):
-        HiDLR(Adafactor([p], lr=None, relative_step=True))
-
-
-def test_linear_optimizers_accepted():
-    X, y = _regression()
-    for make in (
-        lambda ps: torch.optim.SGD(ps, lr=0.01, momentum=0.9, nesterov=True),
-        lambda ps: torch.optim.Adagrad(ps, lr=0.01),
-        lambda ps: torch.optim.RMSprop(ps, lr=0.01),
-        lambda ps: torch.optim.AdamW(ps, lr=0.01, foreach=False),
-        lambda ps: torch.optim.NAdam(ps, lr=0.01),
-    ):
-        a, b = _model()
-        opt = make([{"params": a.parameters()}, {"params": b.parameters()}])
-        hidlr = HiDLR(opt, every=1)
-        for _ in range(2):
-            opt.zero_grad()
-            _loss(a, b, X[:8], y[:8]).backward()
-            assert hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132])).status == "ok"
-
-
-def test_linearity_check_steps_each_groups_smallest_tensors(monkeypatch):
-    """The one-time check must not clone a big embedding's optimizer state when small members suffice."""
-    import hidlr_hf.core.linearity as linearity
-
-    torch.manual_seed(0)
-    emb, head = torch.nn.Embedding(40_000, 8), torch.nn.Linear(8, 1)  # 320k-element matrix led first in its group
-    small = torch.nn.Parameter(0.01 * torch.randn(70_000))  # alone enough for the check (>= 65,536 elements)
-    opt = torch.optim.AdamW([{"params": [emb.weight, small]}, {"params": head.parameters()}], lr=1e-3)
-    ids = torch.randint(0, 40_000, (16,))
-
-    def loss():
-        return (head(emb(ids)) ** 2).mean() + (small**2).mean()
-
-    cloned = []
-    original = linearity.clone_state
-    monkeypatch.setattr(linearity, "clone_state", lambda o, ps: cloned.append(sum(p.numel() for p in ps)) or original(o, ps))
-    hidlr = HiDLR(opt, every=1)
-    for _ in range(2):  # the second step has optimizer state, the first none
-        opt.zero_grad()
-        loss().backward()
-        assert hidlr.step(loss).status == "ok"
-    assert cloned and max(cloned) < emb.weight.numel()  # the embedding (320k elements) was never in the subset
-    assert hidlr.linearity_checked
-
-
 def test_tied_groups_share_one_rate_and_scheduler_multiplies():
-    X, y = _regression()
-    a, b = _model()
+    X, y = regression()
+    a, b = two_linears()
     opt = torch.optim.AdamW(
         [
             {"params": [a.weight], "lr": 1e-2, "hidlr_group": "x", "weight_decay": 0.1},
@@ -609,8 +390,8 @@ def test_tied_groups_share_one_rate_and_scheduler_multiplies():
     hidlr = HiDLR(opt, every=1, lr_scheduler=sched)
     assert hidlr.group_names == ["x"]
     opt.zero_grad()
-    _loss(a, b, X[:8], y[:8]).backward()
-    est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    mse(a, b, X[:8], y[:8]).backward()
+    est = hidlr.step(lambda: mse(a, b, X[100:132], y[100:132]))
     sched.step()
     assert est.rate.shape == (1,)
     assert sched.base_lrs == [float(est.rate[0])] * 3
@@ -633,14 +414,14 @@ def test_bad_arguments():
 
 
 def test_frozen_group_is_not_probed_and_keeps_zero_rate():
-    X, y = _regression()
-    a, b = _model()
+    X, y = regression()
+    a, b = two_linears()
     opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 0.0}, {"params": b.parameters(), "lr": 1e-2}])
     hidlr = HiDLR(opt, every=1)
     opt.zero_grad()
-    _loss(a, b, X[:8], y[:8]).backward()
+    mse(a, b, X[:8], y[:8]).backward()
     w = a.weight.detach().clone()
-    est = hidlr.step(lambda: _loss(a, b, X[100:132], y[100:132]))
+    est = hidlr.step(lambda: mse(a, b, X[100:132], y[100:132]))
     assert est.verdict[0] == "inactive" and math.isnan(float(est.b[0]))
     assert est.rate[0] == 0.0 and torch.equal(a.weight, w)
     assert est.forward_passes == 3

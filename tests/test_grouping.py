@@ -2,12 +2,11 @@
 
 import json
 import re
-import subprocess
-import sys
 import warnings
 
 import pytest
 import torch
+from conftest import tiny_roberta
 from torch import nn
 
 from hidlr_hf import HiDLRError
@@ -466,13 +465,6 @@ def test_peft_wrappers_on_plain_torch_model():
     assert mapping[prefix + "fc1.original_module.weight"] == "layers.1.mlp"
 
 
-def test_module_imports_neither_transformers_nor_peft():
-    code = (
-        "import sys, hidlr_hf.core.grouping; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'peft')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------------------ custom schemes
@@ -556,3 +548,27 @@ def test_custom_scheme_errors(models, tmp_path):
 def test_parameter_group_numel():
     a, b = nn.Parameter(torch.zeros(2, 3)), nn.Parameter(torch.zeros(4))
     assert ParameterGroup("g", ["a", "b"], [a, b], [False, True]).numel == 10
+
+
+def test_custom_scheme_that_matches_nothing_or_leaves_parameters(tmp_path):
+    model = tiny_roberta()
+    with pytest.raises(HiDLRError, match="matches no") as info:
+        group_parameters(model, load_scheme([("attention", "attn"), ("nonexistent_module", "ghost"), (".*", "rest")]))
+    assert "ghost" in str(info.value)
+    with pytest.raises(HiDLRError, match="catch-all"):
+        group_parameters(model, load_scheme([("attention", "attn")]))
+
+
+def test_lora_groups_on_a_model_without_lora():
+    with pytest.raises(HiDLRError, match=r"Group 'lora_A' of the custom scheme \(pattern 'lora_A'\) matches no trainable "
+                       r"parameter .*the model has no LoRA adapter: attach one \(peft.get_peft_model\)"):
+        group_parameters(tiny_roberta(), load_scheme([("lora_A", "lora_A"), ("lora_B", "lora_B"), (".*", "rest")]))
+
+
+def test_unsafe_yaml_scheme_is_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "scheme.yaml"
+    path.write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(HiDLRError):
+        load_scheme(str(path))
+    assert not marker.exists()

@@ -1,9 +1,7 @@
 """HiDLRTrainer / HiDLRCallback inside transformers.Trainer: swap-in, logging, resume, optimizers, precision."""
 
 import glob
-import json
 import math
-import os
 
 import pytest
 import torch
@@ -114,37 +112,28 @@ def test_resume_matches_uninterrupted_run(tmp_path, accumulation):
     assert resumed.hidlr.num_rounds == straight.hidlr.num_rounds
 
 
-def test_resume_without_hidlr_state_warns_and_starts_fresh(tmp_path):
-    common = dict(max_steps=4, per_device_train_batch_size=8, report_to="none", save_steps=2, disable_tqdm=True, hidlr_every="1")
-    t = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "a"), **common), train_dataset=toy_dataset())
-    t.train()
-    ckpt = tmp_path / "a" / "checkpoint-2"
-    os.remove(ckpt / "hidlr_state.json")
-    r = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "b"), **common), train_dataset=toy_dataset())
-    with pytest.warns(UserWarning, match="fresh Hi-DLR state"):
-        r.train(resume_from_checkpoint=str(ckpt))
-
-
-def test_resume_with_corrupt_hidlr_state_is_a_clear_error(tmp_path):
-    common = dict(max_steps=4, per_device_train_batch_size=8, report_to="none", save_steps=2, disable_tqdm=True, hidlr_every="1")
-    t = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "a"), **common), train_dataset=toy_dataset())
-    t.train()
-    ckpt = tmp_path / "a" / "checkpoint-2"
-    (ckpt / "hidlr_state.json").write_text('{"engine": {"base_rates": [1, 2')
-    r = HiDLRTrainer(model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "b"), **common), train_dataset=toy_dataset())
-    with pytest.raises(HiDLRError, match="corrupt"):
-        r.train(resume_from_checkpoint=str(ckpt))
-
-
 SUPPORTED = ["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"]
 
 
 @pytest.mark.parametrize("optim", SUPPORTED)
 def test_supported_optimizers_run(tmp_path, optim):
-    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, optim=optim, max_steps=3, hidlr_every="1", logging_steps=1)
+    trainer = run_script(
+        HiDLRTrainer, HiDLRTrainingArguments, tmp_path, optim=optim, max_steps=3, hidlr_every="1", logging_steps=1,
+        weight_decay=0.01,
+    )
     assert trainer.hidlr.num_rounds == 3
     assert all(math.isfinite(r) and r > 0 for r in trainer.hidlr.base_rates)
-    assert len(trainer.optimizer.param_groups) >= len(trainer.hidlr.group_names)
+    # One decay and one no-decay param group per Hi-DLR group, split by the Trainer's own rule, each parameter once.
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decay = set(trainer.get_decay_parameter_names(trainer.model))
+    groups = trainer.optimizer.param_groups
+    order = [g["hidlr_group"] for g in groups]
+    assert [n for i, n in enumerate(order) if i == 0 or order[i - 1] != n] == trainer.hidlr.group_names
+    halves = [(g["hidlr_group"], g["weight_decay"] > 0) for g in groups]
+    assert len(halves) == len(set(halves)) > len(trainer.hidlr.group_names)  # some groups have both halves
+    for group in groups:
+        assert {names[id(p)] in decay for p in group["params"]} == {group["weight_decay"] == 0.01}
+    assert sorted(names[id(p)] for g in groups for p in g["params"]) == sorted(names.values())
 
 
 @pytest.mark.parametrize("optim", ["galore_adamw", "lomo", "schedule_free_adamw"])
@@ -243,16 +232,9 @@ def test_peft_lora_groups(tmp_path):
 
     model = get_peft_model(tiny_roberta(), LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
     trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, model=model, hidlr_every="1", max_steps=4)
-    assert trainer.hidlr.group_names == ["head", "lora_A", "lora_B"] or set(trainer.hidlr.group_names) == {"head", "lora_A", "lora_B"}
+    assert trainer.hidlr.group_names == ["head", "lora_A", "lora_B"]  # the module_type order, head before LoRA
     rates = dict(zip(trainer.hidlr.group_names, trainer.hidlr.base_rates))
     assert rates["lora_A"] != rates["lora_B"]
-
-
-def test_state_file_is_json(tmp_path):
-    run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, save_strategy="steps", save_steps=4, max_steps=4, hidlr_every="1")
-    state = json.loads((tmp_path / "checkpoint-4" / "hidlr_state.json").read_text())
-    assert state["format"] == "hidlr-state/1"
-    assert len(state["engine"]["base_rates"]) == len(state["groups"])
 
 
 def test_minilm_real_weights_on_rte(tmp_path, glue_dir):

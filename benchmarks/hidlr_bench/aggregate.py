@@ -100,6 +100,7 @@ def aggregate_tasks(runs: list[dict]) -> tuple[dict, dict, dict, list]:
 
 
 def task_mean(tasks: dict, task: str, method: str):
+    """The mean score (points) of ``method`` on ``task``; None when it did not run there."""
     stats = tasks.get(task, {}).get("methods", {}).get(method)
     return None if stats is None else stats.get("mean")
 

@@ -44,6 +44,7 @@ def apply_bitfit(model) -> None:
 
 
 def count_params(model) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
 

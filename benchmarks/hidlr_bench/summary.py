@@ -12,6 +12,7 @@ from .targets import check_targets
 
 
 def summarize_overhead(overhead: dict | None) -> tuple[dict, dict]:
+    """The overhead section's step-time ratios per ``hidlr_every``, and its peak-memory comparison."""
     if not overhead:
         return {}, {}
     settings = overhead.get("settings", {})
@@ -54,6 +55,7 @@ def summarize_overhead(overhead: dict | None) -> tuple[dict, dict]:
 
 
 def summarize_scaling(scaling: dict | None) -> dict:
+    """The scaling section's probe-round times against K and model size, with their linear fits."""
     if not scaling:
         return {}
     out = {"batch": scaling.get("batch"), "command": scaling.get("command"), "linear_r2_threshold": LINEAR_R2}

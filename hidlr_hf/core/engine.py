@@ -180,6 +180,7 @@ class HiDLR:
 
     @property
     def num_groups(self) -> int:
+        """Number of Hi-DLR groups (K)."""
         return len(self.group_names)
 
     @property

@@ -28,7 +28,7 @@ from torch import nn
 from hidlr_hf.errors import HiDLRError
 
 from . import defaults
-from .wrappers import bare_parts, unwrap_model
+from .wrappers import LORA_A, LORA_B, bare_parts, unwrap_model
 
 __all__ = [
     "BUILTIN_SCHEMES",
@@ -450,12 +450,19 @@ def _custom_names(named: list[tuple[str, nn.Parameter]], pairs: list[tuple[str, 
             "add a catch-all pattern such as ('.*', 'rest') at the end."
         )
     used = set(names)
+    has_lora = any(part in LORA_A or part in LORA_B for name, _ in named for part in name.split("."))
     for group in group_order:
         if group not in used:
             patterns = [p for p, g in pairs if g == group]
+            # A LoRA group on a model without adapters: the scheme is fine, the model is not yet.
+            fix = (
+                "the model has no LoRA adapter: attach one (peft.get_peft_model) before grouping, or drop the pattern"
+                if not has_lora and "lora" in (group + "".join(patterns)).lower()
+                else "fix or remove the pattern"
+            )
             raise HiDLRError(
                 f"Group {group!r} of the custom scheme (pattern {' / '.join(repr(p) for p in patterns)}) matches no "
-                f"{what.replace('(s)', '')} not already claimed by an earlier pattern; fix or remove the pattern."
+                f"{what.replace('(s)', '')} not already claimed by an earlier pattern; {fix}."
             )
     return names, [group_order.index(g) for g in names]
 

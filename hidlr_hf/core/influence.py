@@ -39,6 +39,7 @@ class InfluenceTracker:
         self.count = [0] * num_groups
 
     def update(self, influence: torch.Tensor) -> None:
+        """Add one round's influence; NaN entries (groups not measured) do not count."""
         for k, value in enumerate(influence.tolist()):
             if math.isfinite(value):
                 self.total[k] += value
@@ -50,8 +51,10 @@ class InfluenceTracker:
         return [t / c if c else float("nan") for t, c in zip(self.total, self.count)]
 
     def state_dict(self) -> dict:
+        """Totals and counts per group, JSON-safe."""
         return {"total": list(self.total), "count": list(self.count)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.total = [float(x) for x in state["total"]]
         self.count = [int(x) for x in state["count"]]

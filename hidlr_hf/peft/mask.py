@@ -26,6 +26,7 @@ def _finite_or_none(x: float):
 
 
 def infer_layers(names) -> int | None:
+    """The number of layers seen in ``layers.<i>.*`` group names, or None without layer groups."""
     indices = [int(m.group("index")) for n in names if (m := LAYER_GROUP.match(n))]
     return max(indices) + 1 if indices else None
 
@@ -77,6 +78,7 @@ def build_mask(
 
 
 def check_mask(mask: dict) -> None:
+    """Raise :class:`HiDLRError` unless ``mask`` is a Hi-DLR mask (``build_mask``)."""
     if not isinstance(mask, dict) or mask.get("format") != MASK_FORMAT:
         raise HiDLRError(
             f"This is not a Hi-DLR mask (format {mask.get('format') if isinstance(mask, dict) else None!r}); "
