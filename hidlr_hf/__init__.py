@@ -1,8 +1,9 @@
 """hidlr-hf: Hessian-informed differential learning rates (Hi-DLR) for PyTorch and Hugging Face.
 
-The core (grouping, estimation, rate control, influence, the :class:`HiDLR` engine) is plain PyTorch.
-The Hugging Face glue (``HiDLRTrainer``, ``HiDLRTrainingArguments``, ``HiDLRCallback``) is imported
-lazily, so ``import hidlr_hf`` never pulls in ``transformers``.
+The core (:mod:`hidlr_hf.core`: grouping, estimation, rate control, influence, selection, the :class:`HiDLR`
+engine) is plain PyTorch. The Hugging Face layer (:mod:`hidlr_hf.trainer`: ``HiDLRTrainer``,
+``HiDLRTrainingArguments``, ``HiDLRCallback``; :mod:`hidlr_hf.peft`: the adapter export) is imported lazily, so
+``import hidlr_hf`` never pulls in ``transformers``. The method is described in docs/METHOD.md.
 """
 
 from importlib import import_module

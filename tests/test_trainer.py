@@ -83,35 +83,6 @@ def test_callback_not_attached_is_refused_with_the_way_to_attach(tmp_path):
         trainer.train()
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
-def test_resume_matches_uninterrupted_run(tmp_path, accumulation):
-    common = dict(
-        max_steps=8, per_device_train_batch_size=8, logging_steps=1, report_to="none", learning_rate=1e-4, seed=0,
-        save_strategy="steps", save_steps=4, disable_tqdm=True, hidlr_every="auto", hidlr_calibration_rounds=3,
-        gradient_accumulation_steps=accumulation, warmup_steps=2,
-    )
-    straight = HiDLRTrainer(
-        model=tiny_roberta(), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "a"), **common), train_dataset=toy_dataset()
-    )
-    straight.train()
-    checkpoint = tmp_path / "a" / "checkpoint-4"
-    assert (checkpoint / "hidlr_state.json").is_file()
-
-    resumed = HiDLRTrainer(
-        model=tiny_roberta(seed=1), args=HiDLRTrainingArguments(output_dir=str(tmp_path / "b"), **common), train_dataset=toy_dataset()
-    )
-    resumed.train(resume_from_checkpoint=str(checkpoint))
-    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
-        assert torch.allclose(p, q, rtol=0, atol=1e-6)
-    def tail(t):
-        return [[h[k] for k in sorted(h)] for h in lr_logs(t.state.log_history)[-4:]]
-
-    for got, want in zip(tail(resumed), tail(straight)):
-        assert got == pytest.approx(want, rel=1e-9)
-    assert resumed.hidlr.base_rates == pytest.approx(straight.hidlr.base_rates, rel=1e-9)
-    assert resumed.hidlr.num_rounds == straight.hidlr.num_rounds
-
-
 SUPPORTED = ["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"]
 
 

@@ -300,24 +300,30 @@ def _met(r) -> str:
     return _fmt(r["met"]) if r["met"] is not None else "not run"
 
 
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table: the header, its separator, then one line per row of cells."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows
+    ]
+
+
 def _tuned_adamw_table(target: dict, rows: list) -> list[str]:
-    out = [f"| task | hidlr | tuned AdamW (seeds) | AdamW LRs run on seed {TUNING_SEED} | gap (points) | met |",
-           "|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
         best = ("not run" if r["best_adamw"] is None else
                 f"{_fmt(r['best_adamw'])} (`{r['best_adamw_method']}`, {r.get('best_adamw_seeds')})")
-        out.append(f"| {r['task']} | {_fmt(r['hidlr'])} | {best} | {r['adamw_runs']} of {r.get('adamw_total')} | "
-                   f"{_fmt(r['gap'])} | {_met(r)} |")
-    return out
+        cells.append([r["task"], _fmt(r["hidlr"]), best, f"{r['adamw_runs']} of {r.get('adamw_total')}", _fmt(r["gap"]),
+                      _met(r)])
+    header = ["task", "hidlr", "tuned AdamW (seeds)", f"AdamW LRs run on seed {TUNING_SEED}", "gap (points)", "met"]
+    return _md_table(header, cells)
 
 
 def _robust_start_table(target: dict, rows: list) -> list[str]:
-    out = ["| task | start | hidlr | hidlr from start | gap | AdamW at start | gap | met |",
-           "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['task']} | {r['start']} | {_fmt(r['hidlr'])} | {_fmt(r['hidlr_from'])} | "
-                   f"{_fmt(r['hidlr_from_gap'])} | {_fmt(r['adamw'])} (`{r['adamw_method']}`) | {_fmt(r['adamw_gap'])} | "
-                   f"{_met(r)} |")
+    out = _md_table(
+        ["task", "start", "hidlr", "hidlr from start", "gap", "AdamW at start", "gap", "met"],
+        [[r["task"], r["start"], _fmt(r["hidlr"]), _fmt(r["hidlr_from"]), _fmt(r["hidlr_from_gap"]),
+          f"{_fmt(r['adamw'])} (`{r['adamw_method']}`)", _fmt(r["adamw_gap"]), _met(r)] for r in rows],
+    )
     if any(r["start"] == "1e-06" and r["adamw"] is None for r in rows):
         out += ["", "`adamw_lr1e-06` is not in the default method list; run it with `--methods adamw_lr1e-06` to "
                 "decide the 1e-6 half of this target."]
@@ -325,32 +331,31 @@ def _robust_start_table(target: dict, rows: list) -> list[str]:
 
 
 def _lr_free_table(target: dict, rows: list) -> list[str]:
-    out = ["| rival | tasks | hidlr average | rival average | margin | tasks hidlr wins | met |",
-           "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| `{r['rival']}` | {r['tasks']} | {_fmt(r['hidlr_avg'])} | {_fmt(r['rival_avg'])} | "
-                   f"{_fmt(r['margin'])} | {_fmt(r['tasks_won'])} | {_met(r)} |")
-    return out
+    return _md_table(
+        ["rival", "tasks", "hidlr average", "rival average", "margin", "tasks hidlr wins", "met"],
+        [[f"`{r['rival']}`", r["tasks"], _fmt(r["hidlr_avg"]), _fmt(r["rival_avg"]), _fmt(r["margin"]),
+          _fmt(r["tasks_won"]), _met(r)] for r in rows],
+    )
 
 
 def _autopeft_table(target: dict, rows: list) -> list[str]:
     parts = target.get("parts", {})
-    out = [f"Parts: budget {_verdict(parts.get('budget_met'))}, within 1 point of full FT "
-           f"{_verdict(parts.get('full_ft_met'))}, >= LoRA r8 {_verdict(parts.get('beats_lora_met'))}, >= BitFit "
-           f"{_verdict(parts.get('beats_bitfit_met'))}, >= 1.5x faster steps {_verdict(parts.get('speedup_met'))}.", "",
-           "| task | autopeft | trainable fraction | best full FT | gap | gap to hidlr | LoRA r8 | BitFit | full-FT "
-           "s/step (median) | after-freeze s/step (median) | speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    cells = []
     for r in rows:
         if r.get("autopeft") is None:
-            out.append(f"| {r['task']} | not run |" + " not run |" * 9)
+            cells.append([r["task"]] + ["not run"] * 10)
             continue
         best = "not run" if r["best_full_ft"] is None else f"{_fmt(r['best_full_ft'])} (`{r['best_full_ft_method']}`)"
         frac = "not run" if r["trainable_percent"] is None else f"{r['trainable_percent']:.3f}%"
-        out.append(f"| {r['task']} | {_fmt(r['autopeft'])} | {frac} | {best} | {_fmt(r['full_ft_gap'])} | "
-                   f"{_fmt(r['hidlr_full_ft_gap'])} | {_fmt(r['lora_r8'])} | {_fmt(r['bitfit'])} | "
-                   f"{_fmt(r['full_ft_median_step_seconds'])} | {_fmt(r['after_freeze_median_step_seconds'])} | "
-                   f"{_fmt(r['speedup'])} |")
-    return out
+        cells.append([r["task"], _fmt(r["autopeft"]), frac, best, _fmt(r["full_ft_gap"]), _fmt(r["hidlr_full_ft_gap"]),
+                      _fmt(r["lora_r8"]), _fmt(r["bitfit"]), _fmt(r["full_ft_median_step_seconds"]),
+                      _fmt(r["after_freeze_median_step_seconds"]), _fmt(r["speedup"])])
+    header = ["task", "autopeft", "trainable fraction", "best full FT", "gap", "gap to hidlr", "LoRA r8", "BitFit",
+              "full-FT s/step (median)", "after-freeze s/step (median)", "speed-up"]
+    return [f"Parts: budget {_verdict(parts.get('budget_met'))}, within 1 point of full FT "
+            f"{_verdict(parts.get('full_ft_met'))}, >= LoRA r8 {_verdict(parts.get('beats_lora_met'))}, >= BitFit "
+            f"{_verdict(parts.get('beats_bitfit_met'))}, >= 1.5x faster steps {_verdict(parts.get('speedup_met'))}.",
+            ""] + _md_table(header, cells)
 
 
 def write_report(out: Path, docs: Path) -> dict:
