@@ -20,6 +20,13 @@ from hidlr_hf.trainer.config import HiDLRConfig
         ({"hidlr_every": "-2"}, "positive integer or 'auto'"),
         ({"hidlr_every": "often"}, "positive integer or 'auto'"),
         ({"hidlr_probe_batch_size": 0}, "positive integer"),
+        ({"hidlr_horizon": 0.5}, "--hidlr_horizon must be >= 1"),
+        ({"hidlr_ratio_limit": 0.5}, "--hidlr_ratio_limit must be 0"),
+        ({"hidlr_head_phase": 1.5}, "--hidlr_head_phase must be 0, a fraction"),
+        ({"hidlr_jump_limit": 1.5}, "--hidlr_jump_limit must be >= --hidlr_trust_region"),
+        ({"hidlr_smoothing": 0}, "--hidlr_smoothing must lie in"),
+        ({"hidlr_trust_region": 0.5}, "--hidlr_trust_region must be >= 1"),
+        ({"hidlr_overhead_budget": 1.5}, "--hidlr_overhead_budget must lie in"),
         ({"hidlr_freeze_at": "0.1", "hidlr_trainable_budget": "0"}, "budget"),
         ({"hidlr_freeze_at": "0.1", "hidlr_trainable_budget": "1.5"}, "fraction"),
     ],
@@ -46,7 +53,8 @@ def test_every_setting_is_a_flag_with_the_core_default():
     expected = {
         "hidlr_design": defaults.DESIGN, "hidlr_every": defaults.EVERY, "hidlr_grouping": defaults.GROUPING,
         "hidlr_trust_region": defaults.TRUST_REGION, "hidlr_smoothing": defaults.SMOOTHING,
-        "hidlr_calibration_smoothing": defaults.CALIBRATION_SMOOTHING,
+        "hidlr_horizon": defaults.HORIZON, "hidlr_ratio_limit": defaults.RATIO_LIMIT,
+        "hidlr_head_phase": defaults.HEAD_PHASE, "hidlr_jump_limit": defaults.JUMP_LIMIT,
         "hidlr_calibration_rounds": defaults.CALIBRATION_ROUNDS, "hidlr_lr_min": defaults.LR_MIN,
         "hidlr_lr_max": defaults.LR_MAX, "hidlr_max_probe_scale": defaults.MAX_PROBE_SCALE,
         "hidlr_overhead_budget": defaults.OVERHEAD_BUDGET,
@@ -58,8 +66,10 @@ def test_every_setting_is_a_flag_with_the_core_default():
     # The engine gets exactly these values (fp32 and mixed-precision noise defaults included).
     args = HiDLRTrainingArguments(output_dir="unused")
     settings = args.engine_settings(mixed_precision=False)
-    assert {k: settings[k] for k in ("trust_region", "smoothing", "lr_min", "overhead_budget")} == {
-        "trust_region": 2.0, "smoothing": 0.1, "lr_min": 1e-8, "overhead_budget": 0.05}
+    assert {k: settings[k] for k in ("trust_region", "smoothing", "horizon", "ratio_limit", "head_phase", "jump_limit",
+                                     "calibration_rounds", "lr_min", "overhead_budget")} == {
+        "trust_region": 2.0, "smoothing": 0.1, "horizon": 8.0, "ratio_limit": 4.0, "head_phase": 0.06,
+        "jump_limit": 100.0, "calibration_rounds": 6, "lr_min": 1e-8, "overhead_budget": 0.05}
     assert settings["noise_tolerance"] == 1e-6 and args.engine_settings(mixed_precision=True)["noise_tolerance"] == 1e-3
 
 

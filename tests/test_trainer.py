@@ -202,7 +202,7 @@ def test_peft_lora_groups(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(tiny_roberta(), LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
-    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, model=model, hidlr_every="1", max_steps=4)
+    trainer = run_script(HiDLRTrainer, HiDLRTrainingArguments, tmp_path, model=model, hidlr_every="1", max_steps=8)
     assert trainer.hidlr.group_names == ["head", "lora_A", "lora_B"]  # the module_type order, head before LoRA
     rates = dict(zip(trainer.hidlr.group_names, trainer.hidlr.base_rates))
     assert rates["lora_A"] != rates["lora_B"]

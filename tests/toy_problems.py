@@ -33,7 +33,7 @@ def fault_run(trust_region=2.0):
     a, b = two_linears()
     model = torch.nn.ModuleDict({"a": a, "b": b})
     opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
-    hidlr = HiDLR(opt, every=1, model=model, trust_region=trust_region)
+    hidlr = HiDLR(opt, every=1, model=model, trust_region=trust_region, jump_limit=max(trust_region, 1.0))
     opt.zero_grad()
     mse(a, b, X[:8], y[:8]).backward()
     return X, y, model, opt, hidlr

@@ -9,10 +9,14 @@ DESIGN = "axis"  # probe design: b and diag(A) in 2K + 1 forward passes (section
 EVERY = "auto"  # probe every step while calibrating, then within the overhead budget (section 7)
 GROUPING = "module_type"  # one group per module type (section 9)
 
-TRUST_REGION = 2.0  # gamma: a round changes a rate by at most this factor (GeN's choice; section 5)
-SMOOTHING = 0.1  # tau after calibration (GeN's choice)
-CALIBRATION_SMOOTHING = 0.5  # tau during the first CALIBRATION_ROUNDS rounds: a bad starting rate is corrected fast
-CALIBRATION_ROUNDS = 10
+HORIZON = 8.0  # rates are the one-step optimum b / A divided by this (section 5.2)
+RATIO_LIMIT = 4.0  # each group's rate within this factor of the displacement-weighted mean rate (section 5.3)
+SMOOTHING = 0.1  # weight of the newest round in the running means of b and A (section 5.1)
+TRUST_REGION = 2.0  # gamma: after calibration a round changes a rate by at most this factor (GeN's choice)
+CALIBRATION_ROUNDS = 6  # the most rounds of calibration (section 5.4)
+HEAD_PHASE = 0.06  # the task head trains alone for this fraction of the steps first (section 5.4)
+JUMP_LIMIT = 100.0  # the largest change of one verified jump during calibration
+VERIFY_RATIO = 0.5  # a jump is kept when the loss drops by at least this fraction of the predicted decrease
 LR_MIN = 1e-8  # bounds on every base rate
 LR_MAX = 1.0
 

@@ -16,12 +16,9 @@ the parameters to ``w - lr_new * d``: the step taken already uses the new rates.
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import math
-import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -33,7 +30,11 @@ from . import defaults, distributed, estimation
 from .influence import InfluenceTracker, round_influence
 from .linearity import check_linearity, refuse_known_nonlinear
 from .params import UNIT_RATE, assign, displacement, innermost_optimizer, lr_value, move, set_lr, tie_groups
-from .rates import INACTIVE, ProbeSchedule, RateRule
+from .probing import ProbeSettings, measure, probe_context, scalar_loss
+from .rates import INACTIVE, RateControl, RateSettings
+from .schedule import ProbeSchedule
+
+STATE_VERSION = 2  # version 1 (hidlr-hf before the phased rate control) cannot be resumed
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Estimate:
         group_names: the groups, in order.
         b: ``G_k . d_k`` in absolute units; NaN where not measured.
         A: ``d_j . H_jk d_k`` (K x K); NaN where not measured.
-        optimal_rate: unclipped ``b_k / A_kk`` (or ``A^-1 b`` with design ``full``); NaN where undefined.
+        optimal_rate: this round's own one-step optimum ``b_k / A_kk``; NaN where undefined.
         rate: base rate in force after the round.
         influence: ``gain_k / n_k`` of this round.
         verdict: per group, why the rate moved or not (``accepted``, ``uphill``, ``no_curvature``, ...).
@@ -56,6 +57,8 @@ class Estimate:
         forward_passes: closure calls of the round.
         seconds: wall-clock time of the round.
         status: ``ok``, or why the round was discarded (rates then unchanged).
+        phase: the rate control's phase during the round (``head``, ``calibration`` or ``steady``).
+        verified: for a round that proposed a jump, whether one extra forward pass confirmed it.
     """
 
     step: int
@@ -71,6 +74,8 @@ class Estimate:
     forward_passes: int = 0
     seconds: float = 0.0
     status: str = "ok"
+    phase: str = ""
+    verified: Optional[bool] = None
 
 
 class _Discard(Exception):
@@ -85,20 +90,26 @@ class HiDLR:
             ``"hidlr_group"`` key are tied into one group (a decay / no-decay split of one group).
         design: ``"axis"`` (b and diag A, 2K+1 forwards), ``"full"`` (all of A, adds K(K-1)/2), or
             ``"random"`` (the paper's 4K random probes).
-        every: probe every N optimizer steps, or ``"auto"`` (dense calibration, then within
-            ``overhead_budget``; see :class:`~hidlr_hf.core.rates.ProbeSchedule`).
+        every: probe every N optimizer steps, or ``"auto"`` (every step in the head phase and calibration, then
+            within ``overhead_budget``; see :class:`~hidlr_hf.core.schedule.ProbeSchedule`).
         lr_scheduler: a scheduler whose ``base_lrs`` hold the base rates (e.g. the Trainer's ``LambdaLR``);
             rates are changed there too so the schedule multiplies the estimated base rates.
         model: if given, put in eval mode during probes (no dropout noise) and restored to its modes after.
-        trust_region, smoothing, calibration_smoothing, calibration_rounds, lr_min, lr_max: see
-            :class:`~hidlr_hf.core.rates.RateRule`.
+        horizon, ratio_limit, smoothing, trust_region, calibration_rounds, head_phase, jump_limit, lr_min, lr_max:
+            the rate rule, see :class:`~hidlr_hf.core.rates.RateSettings` (``trust_region=jump_limit=1`` keeps every
+            rate as it is).
+        head_groups: names of the groups that form a newly initialised task head; with ``head_phase`` they train
+            alone first (the other groups' gradients are dropped), so the body's rates are measured through a head
+            that reads its features.
+        total_steps: optimizer steps of the whole run, when known: a fractional ``head_phase`` and the whole-run
+            overhead budget use it.
         probe_scale: initial probe multiplier ``c`` (1 probes at the step about to be taken).
         scale_growth, max_probe_scale: when a group's probe changes the loss by less than
             ``noise_tolerance * |L|``, ``c`` is multiplied by ``scale_growth`` and the group probed again,
             up to ``max_probe_scale``: this is what lets a far-too-small rate recover.
         noise_tolerance: relative loss change treated as numerical noise (raise it for bf16 forwards).
         random_probes: probes per group for ``design="random"`` (the paper uses 4).
-        overhead_budget, step_cost: see :class:`~hidlr_hf.core.rates.ProbeSchedule`.
+        overhead_budget, step_cost: see :class:`~hidlr_hf.core.schedule.ProbeSchedule`.
         loss_reduce: ``f(tensor) -> tensor`` averaging probe losses across processes; ``"auto"`` uses
             ``torch.distributed`` when it is initialised with several ranks.
         verify_linearity: on the first round, check that the step is linear in the LR and that the
@@ -118,12 +129,17 @@ class HiDLR:
         every=defaults.EVERY,
         lr_scheduler=None,
         model: Optional[torch.nn.Module] = None,
-        trust_region: float = defaults.TRUST_REGION,
+        horizon: float = defaults.HORIZON,
+        ratio_limit: float = defaults.RATIO_LIMIT,
         smoothing: float = defaults.SMOOTHING,
-        calibration_smoothing: float = defaults.CALIBRATION_SMOOTHING,
+        trust_region: float = defaults.TRUST_REGION,
         calibration_rounds: int = defaults.CALIBRATION_ROUNDS,
+        head_phase: float = defaults.HEAD_PHASE,
+        jump_limit: float = defaults.JUMP_LIMIT,
         lr_min: float = defaults.LR_MIN,
         lr_max: float = defaults.LR_MAX,
+        head_groups: Optional[list] = None,
+        total_steps: Optional[int] = None,
         probe_scale: float = defaults.PROBE_SCALE,
         scale_growth: float = defaults.SCALE_GROWTH,
         max_probe_scale: float = defaults.MAX_PROBE_SCALE,
@@ -143,13 +159,15 @@ class HiDLR:
         self.design = design
         self.lr_scheduler = lr_scheduler
         self.model = model
-        self.rule = RateRule(trust_region, smoothing, calibration_smoothing, calibration_rounds, lr_min, lr_max)
-        self.schedule = ProbeSchedule(every, calibration_rounds, overhead_budget, step_cost)
-        self.initial_probe_scale = float(probe_scale)
-        self.scale_growth = float(scale_growth)
-        self.max_probe_scale = float(max_probe_scale)
-        self.noise_tolerance = float(noise_tolerance)
-        self.random_probes = int(random_probes)
+        self.rate_settings = RateSettings(
+            horizon, ratio_limit, smoothing, trust_region, calibration_rounds, head_phase, jump_limit, lr_min=lr_min,
+            lr_max=lr_max,
+        )
+        self.schedule = ProbeSchedule(every, overhead_budget, step_cost, total_steps)
+        self.probe_settings = ProbeSettings(
+            design, float(probe_scale), float(scale_growth), float(max_probe_scale), float(noise_tolerance),
+            int(random_probes),
+        )
         self.loss_reduce = loss_reduce
         self.verify_linearity = verify_linearity
         self.direction_in_grads = bool(direction_in_grads)
@@ -163,6 +181,11 @@ class HiDLR:
                 "lr_scheduler=scheduler) so the schedule multiplies the estimated rates instead of undoing them."
             )
         self.base_rates = self._read_base_rates()
+        unknown = sorted(set(head_groups or ()) - set(self.group_names))
+        if unknown:
+            raise HiDLRError(f"head_groups {unknown} are not groups of the optimizer ({self.group_names}).")
+        head = [k for k, name in enumerate(self.group_names) if name in set(head_groups or ())]
+        self.control = RateControl(len(self.group_names), head, self.rate_settings, total_steps)
         self.influence = InfluenceTracker(len(self.group_names))
         self.num_steps = 0  # optimizer steps taken through the engine
         self.num_rounds = 0
@@ -170,7 +193,7 @@ class HiDLR:
         self.probe_seconds = 0.0
         self.forward_passes = 0
         self.linearity_checked = False
-        self.probe_scales = [self.initial_probe_scale] * len(self.group_names)  # last round's c_k
+        self.probe_scales = [float(probe_scale)] * len(self.group_names)  # last round's c_k
         self.history: list[dict] = []
         self.last_estimate: Optional[Estimate] = None
         self._pending: Optional[dict] = None
@@ -186,6 +209,7 @@ class HiDLR:
     @property
     def probe_due(self) -> bool:
         """Whether the next optimizer step runs a probe round (prepare a probe batch then)."""
+        self.control.begin_step(self.num_steps)
         return self.schedule.due(self.num_steps)
 
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[Estimate]:
@@ -195,6 +219,8 @@ class HiDLR:
         forward only; the engine calls it under ``torch.no_grad()``. Without a closure no probe ever runs.
         Returns the round's :class:`Estimate` on probe steps, else None.
         """
+        if closure is None:
+            self._gate()
         prepared = self.pre_step() if closure is not None else False
         try:
             self.optimizer.step()
@@ -213,6 +239,7 @@ class HiDLR:
         """
         if self._pending is not None:
             raise HiDLRError("pre_step() was called twice without post_step(); call post_step() after optimizer.step().")
+        self._gate()
         if not self.probe_due:
             return False
         active = self._active_groups()
@@ -255,7 +282,7 @@ class HiDLR:
     def state_dict(self) -> dict:
         """Everything needed to resume with the same rates and the same schedule of rounds (JSON-safe)."""
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "group_names": list(self.group_names),
             "base_rates": list(self.base_rates),
             "num_steps": self.num_steps,
@@ -266,12 +293,18 @@ class HiDLR:
             "probe_scales": list(self.probe_scales),
             "linearity_checked": self.linearity_checked,
             "schedule": self.schedule.state_dict(),
+            "control": self.control.state_dict(),
             "influence": self.influence.state_dict(),
             "history": copy.deepcopy(self.history),
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; the base rates are written back into the optimizer and scheduler."""
+        if state.get("version") != STATE_VERSION:
+            raise HiDLRError(
+                f"This Hi-DLR state has version {state.get('version')!r}; this hidlr-hf reads version {STATE_VERSION} "
+                "(an older release wrote it): start the run afresh, or resume it with the release that saved it."
+            )
         try:
             names = list(state["group_names"])
             rates = [float(r) for r in state["base_rates"]]
@@ -292,6 +325,7 @@ class HiDLR:
             self.probe_scales = [float(x) for x in state.get("probe_scales", self.probe_scales)]
             self.linearity_checked = bool(state.get("linearity_checked", False))
             self.schedule.load_state_dict(state["schedule"])
+            self.control.load_state_dict(state["control"])
             self.influence.load_state_dict(state["influence"])
             self.history = list(state.get("history", []))
         except HiDLRError:
@@ -356,7 +390,7 @@ class HiDLR:
                     for k in moved:
                         move(params[k], snapshot[k], direction[k], float(xi[k]) * self.base_rates[k])
                     try:
-                        losses.append(_scalar_loss(closure()))
+                        losses.append(scalar_loss(closure()))
                     finally:
                         for k in moved:
                             assign(params[k], snapshot[k])
@@ -366,11 +400,29 @@ class HiDLR:
                     raise _Discard("non-finite probe loss")
                 return values
 
-            with self._probe_context():
+            phase, verified = self.control.phase, None
+            with probe_context(self.model):
                 base = float(evaluate(torch.zeros(1, K, dtype=torch.float64))[0])
-                beta, alpha, scales = self._measure(evaluate, base, active)
-            rho, verdict = self.rule.multipliers(beta, alpha, active, full=self.design == "full")
-            factors = self.rule.factors(rho, verdict, self.base_rates, self.num_rounds)
+                # Start one growth step below where the last round ended: the right scale is found again in one
+                # re-probe instead of climbing from 1 every round.
+                start = [c / self.probe_settings.scale_growth for c in self.probe_scales]
+                seed = self.seed * 1_000_003 + self.num_steps
+                beta, alpha, scales, bounded = measure(evaluate, base, active, K, start, self.probe_settings, seed)
+                grown = [float(c) > self.probe_settings.initial_scale for c in scales]
+                proposal = self.control.propose(
+                    beta, alpha, self.base_rates, active, _squared_norms(direction, K), grown, bounded
+                )
+                factors = proposal.factors
+                if proposal.jump:
+                    factors, verified = self._verify(evaluate, base, beta, alpha, factors, active)
+            factors = self.control.bounded(factors, self.base_rates)
+            self.control.after_round(active, factors)
+            rho, verdict = proposal.optimal, proposal.verdict
+            joint = estimation.joint_optimum(beta, alpha, active) if self.design == "full" else None
+            if joint is not None:  # reported only: the rule uses the diagonal (docs/METHOD.md section 5)
+                rho = joint
+            # The probe distance is scale x rate: a rate that moved needs a scale that moved the other way.
+            self.probe_scales = [float(c) / f for c, f in zip(scales, factors)]
             status = "ok"
         except (KeyboardInterrupt, HiDLRError):
             # Interrupted, or a broken closure contract: finish the step at the current rates, then re-raise.
@@ -383,6 +435,7 @@ class HiDLR:
             beta = torch.full((K,), float("nan"), dtype=torch.float64)
             alpha = torch.full((K, K), float("nan"), dtype=torch.float64)
             rho, verdict, scales, base = beta.clone(), [INACTIVE] * K, None, float("nan")
+            phase, verified = self.control.phase, None
             self.discarded_rounds += 1
             logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, reason)
 
@@ -411,11 +464,14 @@ class HiDLR:
             forward_passes=round_passes,
             seconds=seconds,
             status=status,
+            phase=phase,
+            verified=verified,
         )
         if status == "ok":
             self.influence.update(influence)
             self.num_rounds += 1
-            self.schedule.after_round(self.num_steps, self.num_rounds, round_passes)
+            dense_gap = self.control.dense_gap if self.control.dense else None
+            self.schedule.after_round(self.num_steps, round_passes, dense_gap=dense_gap, spent=self.forward_passes)
         else:
             # A discarded round is retried at the next step rather than waiting a whole gap.
             self.schedule.next_step = self.num_steps + 1
@@ -423,6 +479,9 @@ class HiDLR:
             {
                 "step": self.num_steps,
                 "status": status,
+                "phase": phase,
+                "factors": [float(f) for f in factors],
+                "verified": verified,
                 "rates": [float(r) for r in rates],
                 "influence": [_json_float(x) for x in influence.tolist()],
                 "loss": _json_float(base),
@@ -431,78 +490,32 @@ class HiDLR:
         self.last_estimate = estimate
         return estimate
 
-    def _measure(self, evaluate, base: float, active: list[int]):
-        """Run the design's probes, growing the probe scale of groups whose signal is lost in noise."""
-        K = self.num_groups
-        # Start one growth step below the scale the last round ended at: rates move by at most the trust factor
-        # per round, so this finds the right scale again in one re-probe instead of climbing from 1 every round.
-        scales = torch.tensor(
-            [max(self.initial_probe_scale, s / self.scale_growth) for s in self.probe_scales], dtype=torch.float64
-        )
-        noise = self.noise_tolerance * max(abs(base), 1e-30)
-        at_noise_floor = {}
-
-        def curvature_signal(xis: torch.Tensor, dls: torch.Tensor, k: int) -> float:
-            # |L(+c) + L(-c) - 2 L(0)|: what alpha_kk is made of, and what float rounding can drown.
-            return float((dls[xis[:, k] > 0].sum() + dls[xis[:, k] < 0].sum()).abs())
-
-        def grow(xis_fn):
-            # Re-probe only the groups whose curvature is below noise; keep the others' rows.
-            todo, rows, values = list(active), {}, {}
-            while todo:
-                xis = xis_fn(todo)
-                dls = evaluate(xis) - base
-                weak = []
-                for k in todo:
-                    rows[k], values[k] = xis, dls
-                    if curvature_signal(xis, dls, k) <= noise and scales[k] * self.scale_growth <= self.max_probe_scale:
-                        weak.append(k)
-                for k in weak:
-                    scales[k] *= self.scale_growth
-                todo = weak
-            return rows, values
-
-        if self.design in ("axis", "full"):
-            rows, values = grow(lambda groups: estimation.axis_probes(groups, scales, K))
-            plus = torch.full((K,), float("nan"), dtype=torch.float64)
-            minus = plus.clone()
-            for k in active:
-                plus[k] = values[k][rows[k][:, k] > 0][0]
-                minus[k] = values[k][rows[k][:, k] < 0][0]
-                at_noise_floor[k] = float((plus[k] + minus[k]).abs()) <= noise
-            beta, alpha = estimation.axis_fit(plus, minus, scales)
-            off = ~torch.eye(K, dtype=torch.bool)
-            alpha[off] = float("nan")
-            for k in range(K):
-                if k not in active:
-                    beta[k] = alpha[k, k] = float("nan")
-            if self.design == "full" and len(active) > 1:
-                pairs = list(itertools.combinations(active, 2))
-                dls = evaluate(estimation.pair_probes(active, scales, K)) - base
-                estimation.pair_fit(pairs, dls, scales, beta, alpha)
-        else:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.num_steps)
-            while True:
-                # random_probes per group in antithetic pairs: 4K forward passes for the paper's 4 (plus L(0)).
-                pairs = max(1, math.ceil(self.random_probes * len(active) / 2))
-                xis = estimation.random_probes(active, scales, K, pairs, generator)
-                dls = evaluate(xis) - base
-                even = (dls[:pairs] + dls[pairs:]).abs().max()
-                if float(even) > noise or scales.max() * self.scale_growth > self.max_probe_scale:
-                    break
-                scales *= self.scale_growth
-            for k in active:
-                at_noise_floor[k] = float(even) <= noise
-            beta, alpha = estimation.fit_quadratic(xis, dls, active, cross=False)
+    def _verify(self, evaluate, base: float, beta, alpha, factors: list, active: list) -> tuple[list, bool]:
+        """One forward pass at the proposed rates: a jump is kept when the loss drops by at least ``verify_ratio`` of
+        the decrease the quadratic model predicts; otherwise the trust-region move is taken."""
+        xi = torch.zeros(1, self.num_groups, dtype=torch.float64)
+        predicted = 0.0
         for k in active:
-            # Curvature below noise even at the largest probe while the slope is clear: the step is deep in
-            # the linear regime, so the rate is far too small. The noise level bounds alpha_kk from above,
-            # which bounds the optimal multiplier from below: use that bound instead of "keep the rate".
-            bound = 2.0 * noise / float(scales[k]) ** 2
-            if at_noise_floor[k] and float(beta[k]) * float(scales[k]) > noise and not float(alpha[k, k]) > bound:
-                alpha[k, k] = bound
-        self.probe_scales = [float(x) for x in scales]
-        return beta, alpha, scales
+            xi[0, k] = factors[k]
+            predicted += -factors[k] * float(beta[k]) + 0.5 * factors[k] ** 2 * float(alpha[k, k])
+        for j in active:
+            for k in active:
+                if j < k and math.isfinite(float(alpha[j, k])):  # cross curvature, measured by design "full"
+                    predicted += factors[j] * factors[k] * float(alpha[j, k])
+        measured = float(evaluate(xi)[0]) - base
+        if predicted < 0 and measured <= self.rate_settings.verify_ratio * predicted:
+            return factors, True
+        return self.control.within_trust(factors), False
+
+    def _gate(self) -> None:
+        """Drop the gradients of groups that must not move this step (the body, in the head phase): the optimizer
+        then leaves them and their state untouched."""
+        self.control.begin_step(self.num_steps)
+        for k, indices in enumerate(self.param_group_indices):
+            if self.control.gated(k):
+                for i in indices:
+                    for p in self.optimizer.param_groups[i]["params"]:
+                        p.grad = None
 
     def _finish_step(self, active, params, snapshot, direction, old_lrs, factors) -> None:
         """Set the new rates and take the step ``w - lr_new d`` from the snapshot."""
@@ -531,7 +544,7 @@ class HiDLR:
         """Groups with a positive base rate and at least one parameter with a gradient."""
         active = []
         for k, indices in enumerate(self.param_group_indices):
-            if self.base_rates[k] <= 0:
+            if self.base_rates[k] <= 0 or self.control.gated(k):
                 continue
             if any(p.grad is not None for i in indices for p in self.optimizer.param_groups[i]["params"]):
                 active.append(k)
@@ -584,53 +597,16 @@ class HiDLR:
         check_linearity(self.optimizer, self._inner, self.param_group_indices, active, params, snapshot)
         self.linearity_checked = True
 
-    @contextmanager
-    def _probe_context(self):
-        """No grad, eval mode, and every RNG stream exactly as before the probes."""
-        modes = [(m, m.training) for m in self.model.modules()] if self.model is not None else []
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-        py_rng = random.getstate()
-        np_rng = _numpy_rng_state()
-        try:
-            if self.model is not None:
-                self.model.eval()
-            with torch.no_grad():
-                yield
-        finally:
-            for module, mode in modes:
-                module.training = mode
-            torch.set_rng_state(cpu_rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-            random.setstate(py_rng)
-            if np_rng is not None:
-                import numpy as np
-
-                np.random.set_state(np_rng)
-
-
 # --------------------------------------------------------------------------------------------------
 # module-level helpers
 
 
-def _scalar_loss(value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise HiDLRError(f"The probe closure must return a scalar loss, got a tensor of shape {tuple(value.shape)}.")
-        return value.detach().reshape(()).to(torch.float64)
-    try:
-        return torch.tensor(float(value), dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise HiDLRError(f"The probe closure must return a scalar loss, got {type(value).__name__}.") from None
-
-
-def _numpy_rng_state():
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return None
-    return np.random.get_state()
+def _squared_norms(direction: dict, num_groups: int) -> list[float]:
+    """``||d_k||^2`` per group (0 for groups not in ``direction``)."""
+    out = [0.0] * num_groups
+    for k, tensors in direction.items():
+        out[k] = float(sum(float(d.double().pow(2).sum()) for d in tensors))
+    return out
 
 
 def _json_float(x: float):

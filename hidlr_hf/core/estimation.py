@@ -122,3 +122,20 @@ def pair_fit(
         alpha[j, k] = alpha[k, j] = rest / (cj * ck)
     return alpha
 
+
+
+def joint_optimum(beta: torch.Tensor, alpha: torch.Tensor, active: Sequence[int]):
+    """``alpha^-1 beta`` on the active groups when that block of ``alpha`` is finite and positive definite (the one-step
+    optimum with cross-group curvature, design ``full``); None otherwise. NaN outside ``active``."""
+    if len(active) < 2:
+        return None
+    idx = torch.tensor(list(active))
+    block = alpha[idx][:, idx]
+    if not (bool(torch.isfinite(block).all()) and bool(torch.isfinite(beta[idx]).all())):
+        return None
+    block = 0.5 * (block + block.T)
+    if float(torch.linalg.eigvalsh(block).min()) <= 0:
+        return None
+    out = torch.full_like(beta, float("nan"))
+    out[idx] = torch.linalg.solve(block, beta[idx])
+    return out

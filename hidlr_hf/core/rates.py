@@ -1,13 +1,28 @@
-"""Rate control: from measured ``(beta, alpha)`` to new base rates, and when to measure.
+"""Rate control: from each round's measured ``(b, A)`` to new base rates (docs/METHOD.md section 5).
 
-Everything here works on rate *multipliers* ``rho_k = eta*_k / r_k`` (docs/METHOD.md section 4), so it never
-needs the absolute scale of the optimizer's direction.
+A round measures, per group k, the slope ``b_k`` and curvature ``A_kk`` of the loss along the optimizer's own step.
+Their ratio ``b_k / A_kk`` is the step size that is optimal for that one step; this module turns those noisy,
+one-step numbers into rates that are good for the whole run:
+
+* **Smoothed statistics.** ``b`` and ``A`` are averaged across rounds in absolute units and the rate is taken from the
+  ratio of the averages, not from each round's ratio: a probe batch is small, ``b`` is noise-dominated once training
+  is under way, and the rate that is right for the distribution of steps to come is ``E[b] / E[A]``.
+* **Horizon.** The rate is ``b / (horizon A)``: a rate is held for many steps, along directions that momentum keeps
+  correlated, so the one-step optimum overshoots over a run.
+* **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the displacement-weighted geometric mean
+  rate: the curvature sets the ratios, but one group's one-step optimum cannot run far from the rest (a sparse
+  embedding group's does, and training it that fast costs accuracy).
+* **Phases.** ``head``: only the new task head is probed and trained, so the body's curvature is first measured
+  through a head that reads its features. ``calibration``: a probe round at every step, and a rate that is far too
+  small may jump to its target when one extra forward pass confirms the predicted decrease. ``steady``: rounds
+  spaced within the overhead budget, each moving a rate by at most ``trust_region``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -17,154 +32,296 @@ from . import defaults
 
 # Why a group's rate changed (or not) in a round; logged and kept in the estimate.
 ACCEPTED = "accepted"
-NO_CURVATURE = "no_curvature"  # alpha_kk <= 0: keep the rate (the paper's rule)
-UPHILL = "uphill"  # beta_k <= 0: the step goes uphill on fresh data, shrink by the trust factor
+NO_CURVATURE = "no_curvature"  # A_kk <= 0 this round: the round adds nothing to the group's statistics
+UPHILL = "uphill"  # b_k <= 0 this round: it enters the running mean (one noisy round does not cut the rate)
 NOT_FINITE = "not_finite"
-INACTIVE = "inactive"  # frozen, rate 0, or no gradient this step
+INACTIVE = "inactive"  # frozen, rate 0, no gradient this step, or not probed in this phase
+
+HEAD, CALIBRATION, STEADY = "head", "calibration", "steady"
+HEAD_PROBE_GAP = 2  # the head's rate needs few rounds; probing it at every second step halves the phase's cost
+PHASES = (HEAD, CALIBRATION, STEADY)
 
 
 @dataclass
-class RateRule:
-    """Safeguards of docs/METHOD.md section 5: trust region, smoothing and bounds.
+class RateSettings:
+    """The rate rule's settings (docs/METHOD.md section 5), validated when built.
 
     Args:
-        trust_region: ``gamma``; multipliers are clipped to ``[1/gamma, gamma]`` (GeN uses 2).
-        smoothing: ``tau`` in ``r <- r ((1 - tau) + tau rho)`` after calibration (GeN uses 0.1).
-        calibration_smoothing: ``tau`` during the first ``calibration_rounds`` rounds, larger so that a
-            badly chosen starting rate is corrected quickly.
-        calibration_rounds: how many rounds count as calibration.
+        horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor.
+        ratio_limit: each group's target within ``[M / limit, M limit]`` of ``M``, the geometric mean of the
+            targets weighted by each group's share ``||d_k||^2`` of the displacement; 0 switches the limit off.
+        smoothing: weight of the newest round in the running means of ``b`` and ``A`` (an exponential average).
+        trust_region: after calibration a round changes a rate by at most this factor.
+        calibration_rounds: the most rounds of calibration; it ends earlier once two rounds in a row propose no
+            change beyond the trust region.
+        head_phase: how long only the task head trains first: a fraction of the run's steps (< 1) or a number of
+            steps (>= 1); 0 skips the phase. Without head groups, or without a known run length for a fraction,
+            there is none.
+        jump_limit: the largest change of one verified jump.
+        verify_ratio: a jump is kept when the measured loss decrease is at least this fraction of the predicted one.
         lr_min, lr_max: bounds on every base rate.
     """
 
-    trust_region: float = defaults.TRUST_REGION
+    horizon: float = defaults.HORIZON
+    ratio_limit: float = defaults.RATIO_LIMIT
     smoothing: float = defaults.SMOOTHING
-    calibration_smoothing: float = defaults.CALIBRATION_SMOOTHING
+    trust_region: float = defaults.TRUST_REGION
     calibration_rounds: int = defaults.CALIBRATION_ROUNDS
+    head_phase: float = defaults.HEAD_PHASE
+    jump_limit: float = defaults.JUMP_LIMIT
+    verify_ratio: float = defaults.VERIFY_RATIO
     lr_min: float = defaults.LR_MIN
     lr_max: float = defaults.LR_MAX
 
     def __post_init__(self):
-        if not self.trust_region >= 1.0:
-            raise HiDLRError(f"trust_region must be >= 1 (got {self.trust_region}); 2 is GeN's choice.")
-        for name in ("smoothing", "calibration_smoothing"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise HiDLRError(f"{name} must lie in [0, 1] (got {value}); 0.1 is GeN's choice.")
-        if not 0.0 < self.lr_min <= self.lr_max:
-            raise HiDLRError(f"Need 0 < lr_min <= lr_max (got lr_min={self.lr_min}, lr_max={self.lr_max}).")
-        if self.calibration_rounds < 0:
-            raise HiDLRError(f"calibration_rounds must be >= 0 (got {self.calibration_rounds}).")
-
-    def multipliers(
-        self, beta: torch.Tensor, alpha: torch.Tensor, active: list[int], full: bool
-    ) -> tuple[torch.Tensor, list[str]]:
-        """Unclipped optimal multipliers ``rho`` (NaN where undefined) and each group's verdict.
-
-        ``full`` solves ``rho = alpha^-1 beta`` on the active groups when that block of ``alpha`` is
-        finite and positive definite, and falls back to the diagonal ``beta_k / alpha_kk`` otherwise.
-        """
-        num_groups = beta.numel()
-        rho = torch.full((num_groups,), float("nan"), dtype=torch.float64)
-        verdict = [INACTIVE] * num_groups
-        diag = alpha.diagonal()
-        for k in active:
-            b, a = float(beta[k]), float(diag[k])
-            if not (math.isfinite(b) and math.isfinite(a)):
-                verdict[k] = NOT_FINITE
-            elif a <= 0:
-                verdict[k] = NO_CURVATURE
-            elif b <= 0:
-                verdict[k] = UPHILL
-                rho[k] = b / a
-            else:
-                verdict[k] = ACCEPTED
-                rho[k] = b / a
-        if full and len(active) > 1:
-            idx = torch.tensor(active)
-            block = alpha[idx][:, idx]
-            if bool(torch.isfinite(block).all()) and bool(torch.isfinite(beta[idx]).all()):
-                block = 0.5 * (block + block.T)
-                if float(torch.linalg.eigvalsh(block).min()) > 0:
-                    rho[idx] = torch.linalg.solve(block, beta[idx])
-                    for k, r in zip(active, rho[idx].tolist()):
-                        verdict[k] = ACCEPTED if r > 0 else UPHILL
-        return rho, verdict
-
-    def factors(self, rho: torch.Tensor, verdict: list[str], rates: list[float], round_index: int) -> list[float]:
-        """Multiplicative changes of the base rates for one round (1.0 keeps a rate)."""
-        tau = self.calibration_smoothing if round_index < self.calibration_rounds else self.smoothing
-        gamma = self.trust_region
-        out = []
-        for k, rate in enumerate(rates):
-            if verdict[k] == ACCEPTED:
-                clipped = min(max(float(rho[k]), 1.0 / gamma), gamma)
-            elif verdict[k] == UPHILL:
-                # Uphill on fresh data: shrink by the trust factor, damped like any other move.
-                clipped = 1.0 / gamma
-            else:
-                out.append(1.0)
-                continue
-            new = rate * ((1.0 - tau) + tau * clipped)
-            new = min(max(new, self.lr_min), self.lr_max)
-            out.append(new / rate if rate > 0 else 1.0)
-        return out
+        checks = (
+            (self.horizon >= 1.0, f"horizon must be >= 1 (got {self.horizon}); 1 takes the one-step optimum."),
+            (self.ratio_limit == 0 or self.ratio_limit >= 1.0,
+             f"ratio_limit must be 0 (off) or >= 1 (got {self.ratio_limit})."),
+            (0.0 < self.smoothing <= 1.0, f"smoothing must lie in (0, 1] (got {self.smoothing}); 1 uses the newest round only."),
+            (self.trust_region >= 1.0, f"trust_region must be >= 1 (got {self.trust_region}); 2 is GeN's choice."),
+            (self.calibration_rounds >= 0, f"calibration_rounds must be >= 0 (got {self.calibration_rounds})."),
+            (self.head_phase >= 0 and (self.head_phase < 1 or float(self.head_phase).is_integer()),
+             f"head_phase must be 0, a fraction in (0, 1) or a whole number of steps (got {self.head_phase})."),
+            (self.jump_limit >= self.trust_region, f"jump_limit must be >= trust_region (got {self.jump_limit})."),
+            (0.0 < self.verify_ratio <= 1.0, f"verify_ratio must lie in (0, 1] (got {self.verify_ratio})."),
+            (0.0 < self.lr_min <= self.lr_max, f"Need 0 < lr_min <= lr_max (got lr_min={self.lr_min}, lr_max={self.lr_max})."),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise HiDLRError(message)
 
 
-class ProbeSchedule:
-    """Which optimizer steps run a probe round (docs/METHOD.md section 7).
+@dataclass
+class Proposal:
+    """What :meth:`RateControl.propose` decided for one round."""
 
-    ``every=N`` probes at steps 0, N, 2N, ... . ``every="auto"`` probes at each of the first
-    ``calibration_rounds`` steps, then doubles the gap after every round until it reaches the gap that keeps
-    probing under ``overhead_budget`` of training compute: a round of P forward passes every Phi steps costs
-    ``P / (step_cost Phi)``, with ``step_cost`` the cost of one training step in probe forward passes
-    (3 for forward plus backward at equal batch size). The schedule depends on counts only, never on
-    timings, so a resumed run probes at exactly the same steps as an uninterrupted one.
+    factors: list  # multiplicative change of each group's base rate (1.0 keeps it)
+    optimal: torch.Tensor  # this round's own one-step multipliers b_k / A_kk (NaN where undefined)
+    verdict: list  # per group, one of the verdict constants
+    jump: bool  # some factor leaves the trust region: confirm it with one forward pass first
+
+
+class RateControl:
+    """The state of the rate rule over a run: phase, running means of ``b`` and ``A``, calibration progress.
+
+    Args:
+        num_groups: K.
+        head: indices of the task-head groups (trained alone in the head phase).
+        settings: :class:`RateSettings`.
+        total_steps: optimizer steps of the whole run, when known (a fractional ``head_phase`` needs it).
     """
 
-    def __init__(
-        self,
-        every=defaults.EVERY,
-        calibration_rounds: int = defaults.CALIBRATION_ROUNDS,
-        overhead_budget: float = defaults.OVERHEAD_BUDGET,
-        step_cost: float = defaults.STEP_COST,
-    ):
-        if every != "auto":
-            if isinstance(every, str) and every.strip().isdigit():
-                every = int(every)
-            if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
-                raise HiDLRError(f"every must be a positive integer or 'auto' (got {every!r}).")
-        if not 0.0 < overhead_budget < 1.0:
-            raise HiDLRError(f"overhead_budget must lie in (0, 1) (got {overhead_budget}); 0.05 means 5%.")
-        if not step_cost > 0:
-            raise HiDLRError(f"step_cost must be > 0 (got {step_cost}).")
-        self.every = every
-        self.calibration_rounds = calibration_rounds
-        self.overhead_budget = overhead_budget
-        self.step_cost = step_cost
-        self.next_step = 0
-        self.gap = 1
+    def __init__(self, num_groups: int, head: list[int], settings: RateSettings, total_steps: Optional[int] = None):
+        self.settings = settings
+        self.num_groups = num_groups
+        self.head = sorted(set(head))
+        self.head_steps = self._head_steps(total_steps)
+        self.phase = HEAD if self.head_steps > 0 else CALIBRATION
+        self.calibration_rounds = 0
+        self.settled_rounds = 0
+        # Exponential running means of b, b^2 and A per group, with their normalising weights (bias-corrected).
+        self.b_mean = [math.nan] * num_groups
+        self.b_sq_mean = [math.nan] * num_groups
+        self.A_mean = [math.nan] * num_groups
+        self.weight = [0.0] * num_groups
+        self.weight_sq = [0.0] * num_groups
+        self._raw: list[float] = [1.0] * num_groups
 
-    def due(self, step: int) -> bool:
-        """Whether optimizer step ``step`` (0-based) runs a probe round."""
-        return step >= self.next_step
+    def _head_steps(self, total_steps: Optional[int]) -> int:
+        phase = self.settings.head_phase
+        if not self.head or len(self.head) >= self.num_groups or phase <= 0:
+            return 0
+        if phase >= 1:
+            return int(phase)
+        return max(1, round(phase * total_steps)) if total_steps else 0
 
-    def budget_gap(self, forward_passes: int) -> int:
-        """The smallest gap between rounds whose probing cost stays under the overhead budget."""
-        return max(1, math.ceil(forward_passes / (self.step_cost * self.overhead_budget)))
+    # -- phases --------------------------------------------------------------------------------------
 
-    def after_round(self, step: int, rounds_done: int, forward_passes: int) -> None:
-        """Plan the next round after a round ran at ``step`` (``rounds_done`` rounds so far)."""
-        if self.every != "auto":
-            self.gap = self.every
-        elif rounds_done < self.calibration_rounds:
-            self.gap = 1
-        else:
-            self.gap = min(2 * self.gap, self.budget_gap(forward_passes))
-        self.next_step = step + self.gap
+    def begin_step(self, step: int) -> None:
+        """Called before each optimizer step (0-based): the head phase ends after ``head_steps`` steps."""
+        if self.phase == HEAD and step >= self.head_steps:
+            self.phase = CALIBRATION
+
+    @property
+    def dense(self) -> bool:
+        """Whether the current phase probes on a fixed short gap (with ``every="auto"``): the head phase every
+        ``HEAD_PROBE_GAP`` steps (one group, a cheap round), calibration at every step."""
+        return self.phase != STEADY
+
+    @property
+    def dense_gap(self) -> int:
+        """Steps between rounds in a dense phase."""
+        return HEAD_PROBE_GAP if self.phase == HEAD else 1
+
+    def gated(self, k: int) -> bool:
+        """Whether group k must not move this step (the body, during the head phase)."""
+        return self.phase == HEAD and k not in self.head
+
+    # -- the rule ------------------------------------------------------------------------------------
+
+    def propose(self, beta, alpha, rates, active, sq_norms, grown, bounded=None) -> Proposal:
+        """New-rate factors from one round.
+
+        Args:
+            beta, alpha: the round's fit in multiplier units (``beta_k = r_k b_k``, ``alpha_kk = r_k^2 A_kk``).
+            rates: base rates in force during the round.
+            active: the groups probed.
+            sq_norms: ``||d_k||^2`` per group (the displacement weights of the ratio limit).
+            grown: per group, whether its probe scale had to grow: the step is lost in rounding noise, so the rate is
+                far too small and may jump.
+            bounded: per group, whether ``alpha_kk`` is only the noise bound; such a round gives a lower bound on the
+                target, which it uses without entering the running means.
+        """
+        s = self.settings
+        bounded = bounded or [False] * self.num_groups
+        verdict, optimal = _verdicts(beta, alpha, active)
+        self._accumulate(beta, alpha, rates, [k for k in active if not bounded[k]], verdict)
+        targets = {}
+        for k in active:
+            if bounded[k] and verdict[k] == ACCEPTED:
+                # At least this far off: b / A with A at its upper bound. Never below the running means' target.
+                floor = float(beta[k]) / (s.horizon * float(alpha[k, k])) * rates[k]
+                mean_target = self._mean_target(k)
+                targets[k] = max(floor, mean_target) if mean_target is not None else floor
+                continue
+            b, A = self.b_mean[k], self.A_mean[k]
+            if not (math.isfinite(b) and math.isfinite(A)) or A <= 0:
+                continue
+            if b > 0:
+                targets[k] = b / (s.horizon * A)
+            elif b < -self.b_std_error(k):
+                targets[k] = rates[k] / s.trust_region  # clearly uphill on average: shrink
+        targets = self._limit_ratios(targets, rates, active, sq_norms)
+        dense = self.phase != STEADY
+        factors = [1.0] * self.num_groups
+        for k, target in targets.items():
+            if rates[k] <= 0:
+                continue
+            raw = target / rates[k]
+            self._raw[k] = raw
+            up = s.jump_limit if dense and grown[k] else s.trust_region
+            down = s.jump_limit if dense else s.trust_region
+            factors[k] = min(max(raw, 1.0 / down), up)
+        for k in range(self.num_groups):
+            if k not in targets:
+                self._raw[k] = 1.0
+        jump = any(f > s.trust_region or f < 1.0 / s.trust_region for f in factors)
+        return Proposal(factors, optimal, verdict, jump)
+
+    def _mean_target(self, k: int):
+        b, A = self.b_mean[k], self.A_mean[k]
+        if math.isfinite(b) and math.isfinite(A) and A > 0 and b > 0:
+            return b / (self.settings.horizon * A)
+        return None
+
+    def within_trust(self, factors: list) -> list:
+        """``factors`` clipped to the trust region (what a jump falls back to when not confirmed)."""
+        g = self.settings.trust_region
+        return [min(max(f, 1.0 / g), g) for f in factors]
+
+    def bounded(self, factors: list, rates: list) -> list:
+        """``factors`` such that every new rate stays within ``[lr_min, lr_max]``."""
+        s = self.settings
+        return [min(max(r * f, s.lr_min), s.lr_max) / r if r > 0 else 1.0 for r, f in zip(rates, factors)]
+
+    def after_round(self, active: list, factors: list) -> None:
+        """Record the factors taken. A group whose rate jumped (moved beyond the trust region) starts its running
+        means afresh: they were measured at a rate far from the new one, often in rounding noise. Calibration ends
+        after ``calibration_rounds`` rounds, or once two in a row proposed no change beyond the trust region."""
+        g = self.settings.trust_region
+        for k in active:
+            if factors[k] > g * (1 + 1e-9) or factors[k] < 1.0 / (g * (1 + 1e-9)):
+                self.b_mean[k] = self.b_sq_mean[k] = self.A_mean[k] = math.nan
+                self.weight[k] = self.weight_sq[k] = 0.0
+        if self.phase != CALIBRATION:
+            return
+        self.calibration_rounds += 1
+        settled = all(1.0 / g <= self._raw[k] <= g for k in active)
+        self.settled_rounds = self.settled_rounds + 1 if settled else 0
+        if self.settled_rounds >= 2 or self.calibration_rounds >= self.settings.calibration_rounds:
+            self.phase = STEADY
+
+    def b_std_error(self, k: int) -> float:
+        """Standard error of the running mean of ``b_k`` (infinite until two rounds are in)."""
+        w, w2 = self.weight[k], self.weight_sq[k]
+        effective = w * w / w2 if w2 > 0 else 0.0
+        if effective <= 1.0:
+            return math.inf
+        variance = max(self.b_sq_mean[k] - self.b_mean[k] ** 2, 0.0)
+        return math.sqrt(variance / (effective - 1.0))
+
+    def _accumulate(self, beta, alpha, rates, active, verdict) -> None:
+        keep = 1.0 - self.settings.smoothing
+        for k in active:
+            if verdict[k] not in (ACCEPTED, UPHILL) or rates[k] <= 0:
+                continue
+            b, A = float(beta[k]) / rates[k], float(alpha[k, k]) / rates[k] ** 2
+            w = keep * self.weight[k]
+            if self.weight[k] == 0:
+                self.b_mean[k], self.b_sq_mean[k], self.A_mean[k] = b, b * b, A
+            else:
+                self.b_mean[k] = (w * self.b_mean[k] + b) / (w + 1.0)
+                self.b_sq_mean[k] = (w * self.b_sq_mean[k] + b * b) / (w + 1.0)
+                self.A_mean[k] = (w * self.A_mean[k] + A) / (w + 1.0)
+            self.weight[k] = w + 1.0
+            self.weight_sq[k] = keep * keep * self.weight_sq[k] + 1.0
+
+    def _limit_ratios(self, targets: dict, rates: list, active: list, sq_norms) -> dict:
+        limit = self.settings.ratio_limit
+        # Every active group counts in the mean, at its target or, without one this round, at its current rate.
+        points = {k: targets.get(k, rates[k]) for k in active}
+        weights = {k: sq_norms[k] for k, t in points.items() if t > 0 and sq_norms[k] > 0}
+        total = sum(weights.values())
+        if limit <= 0 or len(weights) < 2 or not total > 0:
+            return targets
+        # Geometric mean weighted by each group's share of the displacement: a group that moves little cannot
+        # drag the mean towards its own (possibly runaway) target.
+        mean = math.exp(sum(w * math.log(points[k]) for k, w in weights.items()) / total)
+        return {k: min(max(t, mean / limit), mean * limit) for k, t in targets.items()}
+
+    # -- state ---------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"next_step": self.next_step, "gap": self.gap}
+        """JSON-safe state (NaN where a group was never measured)."""
+        return {
+            "phase": self.phase,
+            "head_steps": self.head_steps,
+            "calibration_rounds": self.calibration_rounds,
+            "settled_rounds": self.settled_rounds,
+            "b_mean": list(self.b_mean),
+            "b_sq_mean": list(self.b_sq_mean),
+            "A_mean": list(self.A_mean),
+            "weight": list(self.weight),
+            "weight_sq": list(self.weight_sq),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.next_step = int(state["next_step"])
-        self.gap = int(state["gap"])
+        """Restore :meth:`state_dict`."""
+        if state["phase"] not in PHASES:
+            raise ValueError(f"unknown phase {state['phase']!r}")
+        lists = {key: [float(x) for x in state[key]] for key in ("b_mean", "b_sq_mean", "A_mean", "weight", "weight_sq")}
+        if any(len(v) != self.num_groups for v in lists.values()):
+            raise ValueError(f"rate statistics for {len(lists['weight'])} groups, expected {self.num_groups}")
+        self.phase = state["phase"]
+        self.head_steps = int(state["head_steps"])
+        self.calibration_rounds = int(state["calibration_rounds"])
+        self.settled_rounds = int(state["settled_rounds"])
+        for key, values in lists.items():
+            setattr(self, key, values)
+
+
+def _verdicts(beta: torch.Tensor, alpha: torch.Tensor, active: list) -> tuple[list, torch.Tensor]:
+    """Per group, what the round saw, and its own one-step multiplier ``beta_k / alpha_kk``."""
+    verdict = [INACTIVE] * beta.numel()
+    optimal = torch.full((beta.numel(),), math.nan, dtype=torch.float64)
+    for k in active:
+        b, a = float(beta[k]), float(alpha[k, k])
+        if not (math.isfinite(b) and math.isfinite(a)):
+            verdict[k] = NOT_FINITE
+        elif a <= 0:
+            verdict[k] = NO_CURVATURE
+        else:
+            verdict[k] = ACCEPTED if b > 0 else UPHILL
+            optimal[k] = b / a
+    return verdict, optimal

@@ -85,7 +85,7 @@ class HiDLRCallback(TrainerCallback):
         if not self.attached:
             raise HiDLRError(_NOT_ATTACHED)
         if self.controller is not None:
-            self.controller.begin(args, optimizer, lr_scheduler)
+            self.controller.begin(args, optimizer, lr_scheduler, max_steps=state.max_steps)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.engine is not None:

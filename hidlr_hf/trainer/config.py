@@ -19,7 +19,8 @@ from transformers import TrainingArguments
 from hidlr_hf.core import defaults
 from hidlr_hf.core.estimation import check_probe_settings
 from hidlr_hf.core.grouping import load_scheme
-from hidlr_hf.core.rates import ProbeSchedule, RateRule
+from hidlr_hf.core.rates import RateSettings
+from hidlr_hf.core.schedule import ProbeSchedule
 from hidlr_hf.core.selection import parse_budget
 from hidlr_hf.errors import HiDLRError
 
@@ -52,8 +53,8 @@ class HiDLRConfig:
     hidlr_every: str = field(
         default=defaults.EVERY,
         metadata={
-            "help": "Probe every N optimizer steps, or 'auto': every step during calibration, then spaced out to "
-            "stay within --hidlr_overhead_budget."
+            "help": "Probe every N optimizer steps, or 'auto': every step in the head phase and calibration, then "
+            "spaced out so that the whole run's probing stays within --hidlr_overhead_budget."
         },
     )
     hidlr_probe_batch_size: Optional[int] = field(
@@ -62,21 +63,41 @@ class HiDLRConfig:
     )
     hidlr_overhead_budget: float = field(
         default=defaults.OVERHEAD_BUDGET,
-        metadata={"help": "With --hidlr_every auto: probing cost as a fraction of training compute."},
+        metadata={"help": "With --hidlr_every auto: probing cost as a fraction of training compute, whole run."},
+    )
+    hidlr_horizon: float = field(
+        default=defaults.HORIZON,
+        metadata={"help": "Rates are the one-step optimum b / A divided by this factor (a rate holds for many steps)."},
+    )
+    hidlr_ratio_limit: float = field(
+        default=defaults.RATIO_LIMIT,
+        metadata={"help": "Each group's rate within this factor of the displacement-weighted mean rate; 0: no limit."},
+    )
+    hidlr_head_phase: float = field(
+        default=defaults.HEAD_PHASE,
+        metadata={
+            "help": "The task head trains alone first, for this fraction of the steps (< 1) or number of steps (>= 1); "
+            "0: no head phase."
+        },
+    )
+    hidlr_jump_limit: float = field(
+        default=defaults.JUMP_LIMIT,
+        metadata={
+            "help": "During calibration a rate lost in rounding noise may jump by up to this factor in one round, when "
+            "one extra forward pass confirms it; equal to --hidlr_trust_region: no jumps."
+        },
     )
     hidlr_calibration_rounds: int = field(
         default=defaults.CALIBRATION_ROUNDS,
-        metadata={"help": "Rounds at the start that use --hidlr_calibration_smoothing (and, with auto, run every step)."},
+        metadata={"help": "The most calibration rounds (a round at every step, verified jumps) before steady rounds."},
     )
     hidlr_trust_region: float = field(
-        default=defaults.TRUST_REGION, metadata={"help": "Per-round rate multipliers are clipped to [1/gamma, gamma]."}
+        default=defaults.TRUST_REGION,
+        metadata={"help": "After calibration a round changes a rate by at most this factor (either way)."},
     )
     hidlr_smoothing: float = field(
         default=defaults.SMOOTHING,
-        metadata={"help": "tau in r <- r((1 - tau) + tau rho) after calibration (GeN uses 0.1)."},
-    )
-    hidlr_calibration_smoothing: float = field(
-        default=defaults.CALIBRATION_SMOOTHING, metadata={"help": "tau during the calibration rounds."}
+        metadata={"help": "Weight of the newest round in the running means of b and A that the rates come from."},
     )
     hidlr_lr_min: float = field(default=defaults.LR_MIN, metadata={"help": "Lower bound on every base rate."})
     hidlr_lr_max: float = field(default=defaults.LR_MAX, metadata={"help": "Upper bound on every base rate."})
@@ -125,8 +146,8 @@ class HiDLRConfig:
         with _named_as_flags():
             # The classes that use these values check them; their messages then name the flags.
             check_probe_settings(**self._probe_settings(self.hidlr_noise_tolerance or defaults.NOISE_TOLERANCE))
-            RateRule(**self._rule_settings())
-            ProbeSchedule(self.hidlr_every, self.hidlr_calibration_rounds, self.hidlr_overhead_budget)
+            RateSettings(**self._rule_settings())
+            ProbeSchedule(self.hidlr_every, self.hidlr_overhead_budget)
         if (self.hidlr_freeze_at is None) != (self.hidlr_trainable_budget is None):
             raise HiDLRError(
                 "Automatic PEFT needs both --hidlr_freeze_at (when) and --hidlr_trainable_budget (how much to keep); "
@@ -172,10 +193,13 @@ class HiDLRConfig:
 
     def _rule_settings(self) -> dict:
         return {
-            "trust_region": self.hidlr_trust_region,
+            "horizon": self.hidlr_horizon,
+            "ratio_limit": self.hidlr_ratio_limit,
             "smoothing": self.hidlr_smoothing,
-            "calibration_smoothing": self.hidlr_calibration_smoothing,
+            "trust_region": self.hidlr_trust_region,
             "calibration_rounds": self.hidlr_calibration_rounds,
+            "head_phase": self.hidlr_head_phase,
+            "jump_limit": self.hidlr_jump_limit,
             "lr_min": self.hidlr_lr_min,
             "lr_max": self.hidlr_lr_max,
         }
@@ -202,8 +226,8 @@ class HiDLRTrainingArguments(HiDLRConfig, TrainingArguments):
 
 
 # Setting names used by the core classes' messages, and the flags users set them with.
-_CORE_NAMES = ("calibration_smoothing", "calibration_rounds", "overhead_budget", "noise_tolerance", "trust_region",
-               "smoothing", "lr_min", "lr_max", "every", "design")
+_CORE_NAMES = ("calibration_rounds", "overhead_budget", "noise_tolerance", "trust_region", "smoothing", "horizon",
+               "ratio_limit", "head_phase", "jump_limit", "lr_min", "lr_max", "every", "design")
 
 
 @contextmanager

@@ -26,6 +26,7 @@ import torch
 
 from hidlr_hf.core.engine import HiDLR
 from hidlr_hf.core.freezing import drop_frozen_grads, freeze_groups
+from hidlr_hf.core.grouping import is_head_group
 from hidlr_hf.core.selection import group_records, select
 from hidlr_hf.errors import HiDLRError
 
@@ -75,8 +76,10 @@ class HiDLRController:
 
     # -- the Trainer's events ------------------------------------------------------------------------
 
-    def begin(self, args, optimizer, lr_scheduler) -> None:
-        """At ``on_train_begin``: a fresh engine on the Trainer's optimizer, or the checkpoint's when resuming."""
+    def begin(self, args, optimizer, lr_scheduler, max_steps: Optional[int] = None) -> None:
+        """At ``on_train_begin``: a fresh engine on the Trainer's optimizer, or the checkpoint's when resuming.
+
+        ``max_steps`` (the Trainer state's) lets the head phase and the overhead budget plan for the whole run."""
         if not any("hidlr_group" in g for g in optimizer.param_groups):
             raise HiDLRError(
                 "The optimizer was not built with Hi-DLR parameter groups (was it passed as Trainer(optimizers=...)?); "
@@ -84,6 +87,9 @@ class HiDLRController:
             )
         probe_bs = self.config.hidlr_probe_batch_size or args.per_device_train_batch_size
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
+        total_steps = max_steps if max_steps and max_steps > 0 else None
+        settings = self.config.engine_settings(mixed_precision=bool(args.bf16 or args.fp16))
+        settings["head_phase"] = self._head_phase_before_freezing(settings["head_phase"], total_steps)
         self.engine = HiDLR(
             optimizer,
             lr_scheduler=scheduler if hasattr(scheduler, "base_lrs") else None,
@@ -91,7 +97,9 @@ class HiDLRController:
             # One training step = forward + backward (~3 forwards) per micro-batch, in probe-batch units.
             step_cost=3.0 * args.gradient_accumulation_steps * args.per_device_train_batch_size / probe_bs,
             seed=self._seed(),
-            **self.config.engine_settings(mixed_precision=bool(args.bf16 or args.fp16)),
+            head_groups=[name for name in _group_names(optimizer) if is_head_group(name)],
+            total_steps=total_steps,
+            **settings,
         )
         self._probe_bs = probe_bs
         self._train_started = time.perf_counter()
@@ -232,10 +240,22 @@ class HiDLRController:
 
     def freeze_step(self, state) -> Optional[int]:
         """The optimizer step after which groups are frozen, or None without automatic PEFT."""
+        return self._freeze_step(state.max_steps)
+
+    def _freeze_step(self, max_steps) -> Optional[int]:
         at = self.config.hidlr_freeze_at
         if at is None:
             return None
-        return max(1, int(round(at * state.max_steps))) if isinstance(at, float) else int(at)
+        return max(1, int(round(at * (max_steps or 0)))) if isinstance(at, float) else int(at)
+
+    def _head_phase_before_freezing(self, head_phase: float, total_steps: Optional[int]) -> float:
+        """Automatic PEFT ranks groups by influence measured after the head phase (the body is not probed in it):
+        the head phase ends by half the steps before freezing, as a step count."""
+        freeze = self._freeze_step(total_steps)
+        if freeze is None or head_phase <= 0:
+            return head_phase
+        steps = head_phase if head_phase >= 1 else round(head_phase * total_steps) if total_steps else 0
+        return float(min(int(steps), freeze // 2))
 
     def _maybe_freeze(self, state) -> None:
         at = self.freeze_step(state)
@@ -288,3 +308,13 @@ class HiDLRController:
                 for indices in self.engine.param_group_indices
             ]
         return self._group_param_names
+
+
+def _group_names(optimizer) -> list:
+    """The Hi-DLR group names of the optimizer's param groups, in order, each once."""
+    names = []
+    for group in optimizer.param_groups:
+        name = group.get("hidlr_group")
+        if name is not None and name not in names:
+            names.append(name)
+    return names
