@@ -3,10 +3,13 @@
 
 The entry point of the benchmark package ``benchmarks/hidlr_bench`` (see its ``cli`` module and benchmarks/README.md)::
 
-    python scripts/benchmark.py                      # everything: quality, overhead, scaling, report
-    python scripts/benchmark.py --quick              # smoke check (< 10 min on 2 cores), under benchmarks/results/quick/
-    python scripts/benchmark.py --only quality --tasks rte --methods hidlr,adamw_lr1e-04 --seeds 0
-    python scripts/benchmark.py --only report        # summary.json + docs/BENCHMARKS.md + docs/img/*.png
+    python scripts/benchmark.py --only quality --seeds 0     # seed 0 of the default suite (targets T1-T3)
+    python scripts/benchmark.py --only quality --suite ablation
+    python scripts/benchmark.py --only overhead              # target T4, on an otherwise idle machine
+    python scripts/benchmark.py --only report                # summary.json + docs/BENCHMARKS.md + docs/img/*.png
+    python scripts/benchmark.py --quick                      # smoke check, under benchmarks/results/quick/
+
+The order to run them in, and what each costs: benchmarks/README.md.
 """
 
 import sys

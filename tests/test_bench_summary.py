@@ -1,18 +1,23 @@
-"""summary.json from fabricated run files (benchmarks/hidlr_bench): aggregation, coverage, noise, code versions, fits."""
+"""summary.json from fabricated run files (benchmarks/hidlr_bench): aggregation, coverage, noise, code versions, stale
+runs, the ablation rows, the rate trajectories, fits."""
 
 import json
 import math
 import re
 
 import pytest
-from bench_fixtures import PROTOCOL, make_run, write_runs
+from bench_fixtures import make_run, write_runs
 
 from hidlr_bench.aggregate import load_runs
 from hidlr_bench.environment import code_fingerprint
-from hidlr_bench.protocol import METHODS, TASKS
+from hidlr_bench.protocol import ABLATION_METHODS, DEFAULT_METHODS, TASKS, protocol_of
 from hidlr_bench.report import render_markdown
 from hidlr_bench.scaling import index_scheme, linear_fit
-from hidlr_bench.summary import build_summary
+from hidlr_bench.summary import build_summary, stale_runs
+
+
+def _summary(runs, **kw):
+    return build_summary(runs, machine={"cpu": "x"}, command="b.py", **kw)
 
 
 def test_summary_mean_std_and_seed_counts(tmp_path):
@@ -20,56 +25,92 @@ def test_summary_mean_std_and_seed_counts(tmp_path):
     runs += [make_run("rte", "bitfit", 0, 0.55)]
     runs += [{"task": "rte", "method": "prodigy", "seed": 0, "error": "RuntimeError: diverged"}]
     write_runs(tmp_path, runs)
-    summary = build_summary(load_runs(tmp_path), machine={"cpu": "x"}, command="benchmark.py")
+    summary = _summary(load_runs(tmp_path))
     hidlr = summary["tasks"]["rte"]["methods"]["hidlr"]
-    assert hidlr["seeds"] == 3
+    assert hidlr["seeds"] == 3 and hidlr["seed_ids"] == [0, 1, 2]
     assert hidlr["mean"] == pytest.approx(62.0)
     assert hidlr["std"] == pytest.approx(2.0)
-    assert hidlr["rounds"] == 12 and hidlr["group_names"] == ["attention", "head"]
+    assert hidlr["rounds"] == 10 and hidlr["group_names"] == ["attention", "head"]
     bitfit = summary["tasks"]["rte"]["methods"]["bitfit"]
     assert bitfit["seeds"] == 1 and bitfit["std"] is None and bitfit["mean"] == pytest.approx(55.0)
     assert "prodigy" not in summary["tasks"]["rte"]["methods"]
     assert summary["errors"] == [{"task": "rte", "method": "prodigy", "seed": 0, "error": "RuntimeError: diverged"}]
     assert summary["tasks"]["rte"]["metric"] == "accuracy"
-    assert summary["curves"]["rte"]["hidlr"]["steps"] == [5, 10]
+    assert summary["curves"]["rte"]["hidlr"]["steps"] == [10, 20]
     assert summary["curves"]["rte"]["hidlr"]["loss"][1] == pytest.approx(0.59)
-    assert summary["rates"]["rte"]["hidlr"]["steps"] == [0, 1]
-    assert summary["protocol"] == PROTOCOL
+    assert summary["protocols_found"]["rte"] == [protocol_of("rte")]
     json.dumps(summary, allow_nan=False)  # the summary is plain JSON
 
 
-def test_coverage_counts_runs_and_lists_cells_short_of_seeds():
-    runs = [make_run(t, m, s, 0.6) for t in TASKS for m in METHODS for s in (0, 1, 2)]
-    runs = [r for r in runs if not (r["task"] == "rte" and r["method"] == "prodigy" and r["seed"] > 0)]
-    runs += [make_run("rte", "adamw_lr1e-06", 0, 0.5)]  # outside the default list: not counted
-    cov = build_summary(runs, machine={"cpu": "x"}, command="b.py")["coverage"]
-    # Every rate ties, so the grid order picks adamw_lr1e-05: three rates (not 1e-03, which T2 names) need seed 0 only.
-    planned = len(TASKS) * (len(METHODS) * 3 - 3 * 2)
-    assert cov["planned_runs"] == planned and cov["finished_runs"] == planned - 2
+def test_coverage_follows_the_seed_rules():
+    # Everything of the default suite on every seed it could get: the rules count only what they ask for.
+    runs = [make_run(t, m, s, 0.6, train_loss=0.5) for t in TASKS for m in DEFAULT_METHODS for s in (0, 1, 2)]
+    cov = _summary(runs)["coverage"]["default"]
+    # All grid rates tie, so the grid order picks 1e-05; the rivals tie with hidlr, so they are "close".
+    per_task = 3 * 4 + (3 + 4 * 1) + 1 + 3 * 4  # every-seed methods, the grid (tuned + 5e-5), 1e-6, the rivals
+    assert cov["planned_runs"] == len(TASKS) * per_task and cov["finished_runs"] == cov["planned_runs"]
+    assert cov["complete"] is True and cov["undecided_runs"] == 0
+    short = [r for r in runs if not (r["task"] == "rte" and r["method"] == "prodigy" and r["seed"] > 0)]
+    cov = _summary(short)["coverage"]["default"]
     assert cov["cells_with_fewer_seeds"] == {"prodigy": {"rte": 1}} and cov["complete"] is False
-    text = render_markdown(build_summary(runs, machine={"cpu": "x"}, command="b.py"))
-    assert f"**Partial:** {planned - 2} of the protocol's {planned} runs" in text and "- `prodigy`: rte 1" in text
-    t3 = next(line for line in text.splitlines() if line.startswith("### T3"))
-    assert "(provisional: `prodigy` has cells with fewer seeds than planned)" in t3
-    assert "provisional" not in next(line for line in text.splitlines() if line.startswith("### T1"))
-    full = [make_run(t, m, s, 0.6) for t in TASKS for m in METHODS for s in (0, 1, 2)]
-    summary = build_summary(full, machine={"cpu": "x"}, command="b.py")
-    assert summary["coverage"]["complete"] is True
-    assert f"All {planned} runs of the protocol" in render_markdown(summary)
+    assert cov["finished_runs"] == cov["planned_runs"] - 2
+    text = render_markdown(_summary(short))
+    prodigy = next(line for line in text.splitlines() if line.startswith("| `prodigy` |") and "60.00" in line)
+    assert prodigy.endswith("| 60.00 (1 of 3) |")  # rte, the last column
 
 
-def test_a_task_where_every_method_ties_is_flagged():
-    runs = [make_run("cola", m, 0, 0.0) for m in ("hidlr", "adamw_lr1e-04", "bitfit")]
-    runs += [make_run("rte", "hidlr", 0, 0.6), make_run("rte", "bitfit", 0, 0.55), make_run("sst2", "hidlr", 0, 0.8)]
-    summary = build_summary(runs, machine={"cpu": "x"}, command="b.py")
-    assert summary["ties"] == {"cola": {"value": 0.0, "methods": 3}}  # rte differs; sst2 has one method only
-    assert "**cola: every one of the 3 methods that ran scored 0.00**" in render_markdown(summary)
+def test_coverage_counts_undecided_later_seeds():
+    seed0 = [make_run(t, m, 0, 0.6) for t in TASKS for m in DEFAULT_METHODS if m != "adamw_lr3e-04"]
+    cov = _summary(seed0)["coverage"]
+    # Without 3e-04 the tuned rate is unknown: each of the 5 tuning-rule rates may still be owed 2 more seeds.
+    assert cov["default"]["undecided_runs"] == len(TASKS) * 5 * 2
+    assert cov["ablation"]["planned_runs"] == 2 * 18 and cov["ablation"]["finished_runs"] == 2 * 3
+    assert cov["peft"]["finished_runs"] == 0
+
+
+def test_stale_runs_are_flagged():
+    fresh = make_run("mrpc", "hidlr", 0, 0.8)
+    old_protocol = make_run("mrpc", "hidlr", 1, 0.8, protocol={"train_rows": 1000, "steps": 60, "max_eval": None})
+    changed_spec = make_run("sst2", "hidlr_no_jumps", 0, 0.8, spec={"kind": "hidlr", "lr": 5e-5})
+    gone = dict(make_run("sst2", "adamw_lr5e-05", 0, 0.8), method="adamw_lr2e-05")
+    assert stale_runs([fresh]) == []
+    assert stale_runs([old_protocol, changed_spec, gone]) == [
+        "mrpc hidlr seed 1: protocol differs", "sst2 hidlr_no_jumps seed 0: method spec differs",
+        "sst2 adamw_lr2e-05 seed 0: unknown method or task"]
+    text = render_markdown(_summary([fresh, old_protocol]))
+    assert "**Runs of another protocol or method spec:** 1 run files" in text
+
+
+def test_ablation_rows_pair_each_variant_with_the_full_rate_control():
+    runs = [make_run("mrpc", "hidlr_from_1e-03", 0, 0.80), make_run("mrpc", "hidlr_no_jumps_from_1e-03", 0, 0.70),
+            make_run("mrpc", "hidlr_no_jumps_from_1e-03", 1, 0.99)]  # another seed: not the ablation's
+    rows = _summary(runs)["ablation"]
+    assert len(rows) == 2 * 3 * (1 + 5)
+    full = next(r for r in rows if r["task"] == "mrpc" and r["method"] == "hidlr_from_1e-03")
+    variant = next(r for r in rows if r["task"] == "mrpc" and r["method"] == "hidlr_no_jumps_from_1e-03")
+    assert full["margin_vs_full"] is None and full["variant"] == "full rate control" and full["start"] == 1e-3
+    assert variant["run"]["value"] == pytest.approx(70.0) and variant["margin_vs_full"] == pytest.approx(-10.0)
+    assert variant["variant"] == "no_jumps" and variant["run"]["final_base_rates"] == [1e-4, 2e-3]
+    assert variant["run"]["probe_seconds"] == 10.0 and variant["run"]["rounds"] == 10
+    assert next(r for r in rows if r["method"] == "hidlr_no_horizon")["run"] is None
+    assert {r["method"] for r in rows} == {"hidlr", "hidlr_from_1e-06", "hidlr_from_1e-03"} | set(ABLATION_METHODS)
+
+
+def test_rate_trajectories_mark_the_phases():
+    runs = [make_run("mrpc", m, 0, 0.8) for m in ("hidlr", "hidlr_from_1e-06")] + [make_run("mrpc", "hidlr", 1, 0.8)]
+    rates = _summary(runs)["rates"]
+    assert rates["task"] == "mrpc" and rates["seed"] == 0 and set(rates["methods"]) == {"hidlr", "hidlr_from_1e-06"}
+    r = rates["methods"]["hidlr_from_1e-06"]
+    assert r["start"] == 1e-6 and r["group_names"] == ["attention", "head"] and r["total_steps"] == 460
+    assert r["phases"] == ["head"] * 3 + ["calibration"] * 4 + ["steady"] * 3
+    assert r["head_end"] == 28 and r["calibration_end"] == 28 + 3 + 1  # after the last calibration round
+    assert r["rates"][0] == [5e-5, 1e-4] and len(r["rates"]) == len(r["steps"]) == 10
 
 
 def test_dev_noise_is_the_binomial_standard_error():
     runs = [make_run("rte", "hidlr", 0, 0.6, eval_rows=277), make_run("rte", "bitfit", 0, 0.5, eval_rows=277)]
     runs += [make_run("cola", "hidlr", 0, 0.3, eval_rows=1043)]  # Matthews correlation: no binomial error
-    summary = build_summary(runs, machine={"cpu": "x"}, command="b.py")
+    summary = _summary(runs)
     se = 100 * (0.55 * 0.45 / 277) ** 0.5
     assert summary["dev_noise"]["rte"]["standard_error_points"] == pytest.approx(se, abs=1e-4)
     assert "cola" not in summary["dev_noise"]
@@ -86,12 +127,13 @@ def test_code_fingerprint_follows_the_sources_and_mixed_versions_are_flagged(tmp
     (package / "sub" / "rates.py").write_text("y = 3\n")
     assert code_fingerprint(package)["hidlr_hf_sha256"] != first  # any source change shows
     runs = [make_run("rte", "hidlr", s, 0.6, code={"hidlr_hf_sha256": "aaa"}) for s in (0, 1)]
-    runs.append(make_run("rte", "bitfit", 0, 0.5))  # made before runs recorded their code
-    summary = build_summary(runs, machine={"cpu": "x"}, command="b.py")
-    assert summary["code_versions"] == {"aaa": 2, "unrecorded": 1}
-    assert "- Code: 2 runs record the `hidlr_hf` source hash `aaa`; 1 earlier runs predate" in render_markdown(summary)
+    summary = _summary(runs)
+    assert summary["code_versions"] == {"aaa": 2}
+    assert "- Code: 2 runs record the `hidlr_hf` source hash `aaa`." in render_markdown(summary)
+    unrecorded = render_markdown(_summary(runs + [make_run("rte", "bitfit", 0, 0.5)]))
+    assert "- Code: 2 runs record the `hidlr_hf` source hash `aaa`; 1 runs record none." in unrecorded
     runs.append(make_run("rte", "hidlr", 2, 0.6, code={"hidlr_hf_sha256": "bbb"}))
-    text = render_markdown(build_summary(runs, machine={"cpu": "x"}, command="b.py"))
+    text = render_markdown(_summary(runs))
     assert "**Mixed code:** the runs come from 2 versions" in text and "`bbb`: 1 runs" in text
 
 

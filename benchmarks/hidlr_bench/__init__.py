@@ -2,11 +2,12 @@
 
 Run it as ``python scripts/benchmark.py`` (see :mod:`hidlr_bench.cli` and benchmarks/README.md). The package:
 
-* :mod:`~hidlr_bench.protocol`: tasks, methods and the settings every run shares;
+* :mod:`~hidlr_bench.protocol`: tasks and their length, methods, suites, seed rules, the settings every run shares;
 * :mod:`~hidlr_bench.loading`: GLUE data and the MiniLM classifier, from :mod:`hidlr_hf.glue`;
 * :mod:`~hidlr_bench.methods`: how one (task, method, seed) run trains and what it records;
-* :mod:`~hidlr_bench.runner`: the run cache (one file per run), resume, one subprocess per run;
-* :mod:`~hidlr_bench.overhead` and :mod:`~hidlr_bench.scaling`: step time, memory, cost of a probe round;
+* :mod:`~hidlr_bench.runner`: plans, the seed rules decided as runs come up, the run cache, one subprocess per run;
+* :mod:`~hidlr_bench.overhead` and :mod:`~hidlr_bench.scaling`: whole-run wall clock and memory of Hi-DLR against
+  AdamW side by side, projected to longer runs; the cost of a probe round;
 * :mod:`~hidlr_bench.summary` and :mod:`~hidlr_bench.targets`: ``summary.json`` from whatever runs exist;
 * :mod:`~hidlr_bench.report` and :mod:`~hidlr_bench.plots`: ``docs/BENCHMARKS.md`` and its figures;
 * :mod:`~hidlr_bench.records` and :mod:`~hidlr_bench.environment`: JSON files, statistics, machine and code facts.

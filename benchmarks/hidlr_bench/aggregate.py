@@ -1,8 +1,8 @@
-"""The quality runs aggregated per task and method: scores over seeds, costs, loss curves, rate trajectories; and
-what the run files cover of the protocol.
+"""The quality runs aggregated per task and method: scores over seeds, costs, loss curves, rate trajectories, the
+ablation; and what the run files cover of each suite's plan.
 
 Scores are points (the task's main metric x 100), as mean and sample standard deviation over seeds; costs are means
-or medians over seeds. Missing runs stay missing: the report says "not run" rather than guessing.
+or medians over seeds. Missing runs stay missing: the report says "not run yet" rather than guessing.
 """
 
 from __future__ import annotations
@@ -11,14 +11,37 @@ import math
 import statistics
 from pathlib import Path
 
-from .protocol import ADAMW_METHODS, ALL_METHODS, FULL, METHODS, TASKS, TUNING_SEED, pick_tuned, runs_every_seed
+from .protocol import (
+    ABLATION_METHODS,
+    ABLATION_TASKS,
+    ADAMW_GRID,
+    ALL_METHODS,
+    CLOSE,
+    EVERY_SEED,
+    FULL,
+    HIDLR,
+    HIDLR_STARTS,
+    METHOD_SPECS,
+    SEED0,
+    SUITES,
+    TASKS,
+    TUNING,
+    TUNING_SEED,
+    method_tasks,
+    pick_tuned,
+    rival_is_close,
+    seed_rule,
+)
 from .records import mean_or_none, median_or_none, read_json, rounded
 
+RATES_TASK = "mrpc"  # the task of the rate-trajectory figure
 
-def load_runs(out: Path) -> list[dict]:
-    """Every finished run file under ``<out>/runs`` (failed ones included, with their ``error``)."""
+
+def load_runs(out: Path, pattern: str = "runs/*/*/seed*.json") -> list[dict]:
+    """Every run file under ``out`` that ``pattern`` matches (by default the quality runs,
+    ``runs/<task>/<method>/seed<k>.json``), failed ones included, with their ``error``."""
     runs = []
-    for path in sorted((Path(out) / "runs").glob("*/*/seed*.json")):
+    for path in sorted(Path(out).glob(pattern)):
         try:
             runs.append(read_json(path))
         except (OSError, ValueError):
@@ -41,21 +64,21 @@ def _curve_mean(curves: list[list]) -> dict:
     return {"steps": steps, "loss": [rounded(statistics.fmean(by_step[s])) for s in steps]}
 
 
-def aggregate_tasks(runs: list[dict]) -> tuple[dict, dict, dict, list]:
-    """Per task and method: mean/std (points = metric x 100) over seeds and the costs; also loss curves, Hi-DLR rate
-    trajectories, and the failed runs."""
+def _task_order(task: str) -> int:
+    return TASKS.index(task) if task in TASKS else len(TASKS)
+
+
+def aggregate_tasks(runs: list[dict]) -> tuple[dict, dict, list]:
+    """Per task and method: mean/std (points = metric x 100) over seeds and the costs; also the mean loss curves and
+    the failed runs."""
     tasks: dict = {}
     curves: dict = {}
-    rates: dict = {}
-    errors = []
-    for run in runs:
-        if "error" in run:
-            errors.append({k: run.get(k) for k in ("task", "method", "seed", "error")})
+    errors = [{k: run.get(k) for k in ("task", "method", "seed", "error")} for run in runs if "error" in run]
     ok = [r for r in runs if "error" not in r]
-    for task in sorted({r["task"] for r in ok}, key=lambda t: (TASKS + (t,)).index(t)):
+    order = {m: i for i, m in enumerate(ALL_METHODS)}
+    for task in sorted({r["task"] for r in ok}, key=_task_order):
         task_runs = [r for r in ok if r["task"] == task]
         entry = tasks.setdefault(task, {"metric": task_runs[0]["metric"], "unit": "points (metric x 100)", "methods": {}})
-        order = {m: i for i, m in enumerate(ALL_METHODS)}
         for method in sorted({r["method"] for r in task_runs}, key=lambda m: order.get(m, len(order))):
             mruns = sorted((r for r in task_runs if r["method"] == method), key=lambda r: r["seed"])
             values = [_points(r["value"]) for r in mruns]
@@ -66,9 +89,11 @@ def aggregate_tasks(runs: list[dict]) -> tuple[dict, dict, dict, list]:
                 "values": [rounded(v, 4) for v in values],
                 "seed_ids": [r["seed"] for r in mruns],
                 "train_losses": [rounded(r.get("train_loss"), 6) for r in mruns],
+                "steps": median_or_none([r.get("steps") for r in mruns]),
                 "trainable_params": mruns[0].get("trainable_params"),
                 "trainable_params_final": median_or_none([r.get("trainable_params_final") for r in mruns]),
                 "total_params": mruns[0].get("total_params"),
+                "train_seconds": rounded(mean_or_none([r.get("train_seconds") for r in mruns]), 1),
                 "seconds_per_step": rounded(mean_or_none([r.get("seconds_per_step") for r in mruns]), 4),
                 "median_step_seconds": rounded(median_or_none([r.get("median_step_seconds") for r in mruns]), 4),
                 "peak_rss_mb": rounded(median_or_none([r.get("peak_rss_mb") for r in mruns]), 1),
@@ -88,15 +113,74 @@ def aggregate_tasks(runs: list[dict]) -> tuple[dict, dict, dict, list]:
                 stats["median_step_seconds_after_freeze"] = rounded(median_or_none(after), 4)
             entry["methods"][method] = stats
             curves.setdefault(task, {})[method] = _curve_mean([r.get("loss_curve") or [] for r in mruns])
-            if method == "hidlr" and hid:
-                first = mruns[0]["hidlr"]
-                rates.setdefault(task, {})["hidlr"] = {
-                    "seed": mruns[0]["seed"],
-                    "group_names": first.get("group_names"),
-                    "steps": [h.get("step") for h in first.get("history") or []],
-                    "rates": [[rounded(x, 10) for x in (h.get("rates") or [])] for h in first.get("history") or []],
-                }
-    return tasks, curves, rates, errors
+    return tasks, curves, errors
+
+
+def _phase_ends(history: list, record: dict) -> tuple:
+    """(end of the head phase, end of calibration) as steps: the head phase ends at the engine's ``head_steps``;
+    calibration ends right after its last round, if a steady phase followed (None otherwise)."""
+    head_end = record.get("head_steps")
+    if head_end is None:
+        head_end = next((h["step"] for h in history if h.get("phase") not in (None, "head")), None)
+    calibration = [h["step"] for h in history if h.get("phase") == "calibration"]
+    steady = record.get("final_phase") == "steady" or any(h.get("phase") == "steady" for h in history)
+    calibration_end = max(calibration) + 1 if calibration and steady else None
+    return (head_end or None), calibration_end
+
+
+def rate_trajectories(runs: list[dict], task: str = RATES_TASK, seed: int = TUNING_SEED) -> dict:
+    """Each group's base rate at every probe round of ``hidlr`` from each starting rate (seed ``seed`` on ``task``),
+    with the phase of each round and where the head phase and calibration ended: the rate figure's data."""
+    out = {}
+    for method in HIDLR_STARTS:
+        run = next((r for r in runs if r.get("task") == task and r.get("method") == method and r.get("seed") == seed
+                    and "error" not in r and r.get("hidlr")), None)
+        if run is None:
+            continue
+        hid = run["hidlr"]
+        history = [h for h in hid.get("history") or [] if h.get("rates")]
+        head_end, calibration_end = _phase_ends(history, hid)
+        out[method] = {
+            "start": METHOD_SPECS[method]["lr"],
+            "seed": seed,
+            "group_names": hid.get("group_names"),
+            "steps": [h["step"] for h in history],
+            "phases": [h.get("phase") for h in history],
+            "rates": [[rounded(x, 12) for x in h["rates"]] for h in history],
+            "head_end": head_end,
+            "calibration_end": calibration_end,
+            "total_steps": run.get("steps"),
+        }
+    return {"task": task, "seed": seed, "methods": out}
+
+
+def ablation_rows(runs: list[dict]) -> list[dict]:
+    """Per (task, start, variant) on seed 0: the score, final base rates per group, probing seconds and rounds, next to
+    the full rate control (``hidlr`` from the same start, seed 0)."""
+    seed0 = {(r["task"], r["method"]): r for r in runs
+             if r.get("seed") == TUNING_SEED and "error" not in r and r.get("method") in HIDLR_STARTS + ABLATION_METHODS}
+
+    def facts(run):
+        if run is None:
+            return None
+        hid = run.get("hidlr") or {}
+        return {"value": rounded(_points(run["value"]), 4), "group_names": hid.get("group_names"),
+                "final_base_rates": [rounded(x, 12) for x in hid.get("base_rates") or []],
+                "probe_seconds": rounded(hid.get("probe_seconds"), 2), "rounds": hid.get("rounds"),
+                "train_seconds": rounded(run.get("train_seconds"), 1)}
+
+    rows = []
+    for task in ABLATION_TASKS:
+        for base in HIDLR_STARTS:
+            full = facts(seed0.get((task, base)))
+            variants = [m for m in ABLATION_METHODS if METHOD_SPECS[m]["baseline"] == base]
+            for method in (base,) + tuple(variants):
+                got = facts(seed0.get((task, method)))
+                margin = None if got is None or full is None else rounded(got["value"] - full["value"], 4)
+                rows.append({"task": task, "start": METHOD_SPECS[base]["lr"], "method": method,
+                             "variant": METHOD_SPECS[method].get("ablation", "full rate control"),
+                             "run": got, "margin_vs_full": None if method == base else margin})
+    return rows
 
 
 def task_mean(tasks: dict, task: str, method: str):
@@ -105,10 +189,18 @@ def task_mean(tasks: dict, task: str, method: str):
     return None if stats is None else stats.get("mean")
 
 
+def seed_value(tasks: dict, task: str, method: str, seed: int):
+    """The score (points) of one seed of ``method`` on ``task``; None when that run is missing."""
+    stats = tasks.get(task, {}).get("methods", {}).get(method)
+    if not stats or seed not in (stats.get("seed_ids") or []):
+        return None
+    return stats["values"][stats["seed_ids"].index(seed)]
+
+
 def tuning_scores(tasks: dict, task: str) -> dict:
-    """``{AdamW method: (score, training loss)}`` of ``task``'s grid on the tuning seed, from the aggregated stats."""
+    """``{AdamW grid method: (score, training loss)}`` of ``task``'s grid on the tuning seed."""
     out = {}
-    for method in ADAMW_METHODS:
+    for method in ADAMW_GRID:
         stats = tasks.get(task, {}).get("methods", {}).get(method)
         if stats and TUNING_SEED in (stats.get("seed_ids") or []):
             i = stats["seed_ids"].index(TUNING_SEED)
@@ -118,61 +210,62 @@ def tuning_scores(tasks: dict, task: str) -> dict:
 
 
 def tuned_adamw(tasks: dict, task: str) -> str | None:
-    """The AdamW rate tuned on ``task``: best on the tuning seed (the rule the runner follows)."""
+    """The AdamW rate tuned on ``task``: best on the tuning seed (the rule the runner follows), among the grid rates
+    run so far."""
     return pick_tuned(tuning_scores(tasks, task))
 
 
-def hidlr_losses(tasks: dict) -> dict:
-    """Per task, every method whose mean beats Hi-DLR's (where Hi-DLR loses)."""
-    out = {}
-    for t, entry in tasks.items():
-        h = task_mean(tasks, t, "hidlr")
-        if h is None:
-            continue
-        better = [{"method": m, "mean": s["mean"], "margin": rounded(s["mean"] - h, 4)}
-                  for m, s in entry["methods"].items() if m != "hidlr" and s["mean"] is not None and s["mean"] > h]
-        out[t] = sorted(better, key=lambda b: -b["margin"])
-    return out
+def planned_seeds(tasks: dict, task: str, method: str, seeds: tuple = FULL["seeds"]) -> tuple[int, bool]:
+    """How many seeds the protocol gives ``method`` on ``task`` as far as the runs found decide it, and whether that is
+    decided: (0, True) off the method's tasks; a grid rate's or a rival's later seeds are undecided (counted as 1 seed)
+    until the seed-0 runs that decide them are in."""
+    if task not in method_tasks(method):
+        return 0, True
+    rule = seed_rule(method)
+    if rule == EVERY_SEED:
+        return len(seeds), True
+    if rule == SEED0:
+        return 1, True
+    if rule == TUNING:
+        scores = tuning_scores(tasks, task)
+        if len(scores) < len(ADAMW_GRID):
+            return 1, False
+        return (len(seeds) if pick_tuned(scores) == method else 1), True
+    if rule == CLOSE:
+        close = rival_is_close(seed_value(tasks, task, method, TUNING_SEED), seed_value(tasks, task, HIDLR, TUNING_SEED))
+        return (1, False) if close is None else ((len(seeds) if close else 1), True)
+    raise ValueError(f"unknown seed rule {rule!r}")
 
 
-def quality_memory(tasks: dict) -> dict:
-    """Peak RSS of hidlr runs over the median AdamW run, per task (each run in its own process)."""
-    out = {}
-    for t, entry in tasks.items():
-        h = entry["methods"].get("hidlr", {}).get("peak_rss_mb")
-        adam = median_or_none([entry["methods"][m].get("peak_rss_mb") for m in ADAMW_METHODS if m in entry["methods"]])
-        if h and adam:
-            out[t] = rounded(h / adam, 4)
-    return out
-
-
-def coverage(tasks: dict, seeds: tuple = FULL["seeds"]) -> dict:
-    """What of the default protocol the runs found cover: counts, and per method the tasks it ran on with fewer seeds
-    than the protocol gives it (the report marks conclusions drawn from those)."""
-    planned = done = 0
-    short = {}
-    for t in TASKS:
-        # An AdamW rate no target names gets the tuning seed only, unless it is the tuned one.
-        scores = tuning_scores(tasks, t)
-        tuned = pick_tuned(scores) if len(scores) == len(ADAMW_METHODS) else None
-        if tuned is None:
-            planned += len(seeds) - 1  # the later seeds of the rate this grid will pick (at most)
-        for m in METHODS:
-            want = len(seeds) if runs_every_seed(m) or m == tuned else 1
+def coverage(tasks: dict, methods: tuple = SUITES["default"], seeds: tuple = FULL["seeds"],
+             task_names: tuple = TASKS) -> dict:
+    """What of one suite's plan the runs found cover: counts, per cell (method, task) the seeds it has and the seeds
+    the protocol gives it so far, the cells with fewer seeds than planned (the report marks conclusions drawn from
+    those), and how many later-seed runs are not decided yet."""
+    planned = done = undecided = 0
+    cells, short = {}, {}
+    for t in task_names:
+        for m in methods:
+            want, decided = planned_seeds(tasks, t, m, seeds)
+            if not want:
+                continue
             have = len(tasks.get(t, {}).get("methods", {}).get(m, {}).get("seed_ids") or [])
             planned += want
             done += min(have, want)
+            undecided += 0 if decided else len(seeds) - 1
+            cells.setdefault(m, {})[t] = {"have": have, "want": want, "decided": decided}
             if have < want:
                 short.setdefault(m, {})[t] = have
-    return {"planned_runs": planned, "finished_runs": done, "seeds_planned": len(seeds),
-            "cells_with_fewer_seeds": short, "complete": not short}
+    return {"planned_runs": planned, "finished_runs": done, "undecided_runs": undecided, "seeds_planned": len(seeds),
+            "cells": cells, "cells_with_fewer_seeds": short, "methods_short": len(short),
+            "complete": not short and not undecided}
 
 
 def dev_noise(runs: list[dict]) -> dict:
     """Per accuracy task, the binomial standard error (points) of one dev-set accuracy at the mean accuracy of all
     runs: differences between single runs smaller than about twice this are sampling noise of the dev set."""
     out = {}
-    for t in sorted({r["task"] for r in runs if "error" not in r}):
+    for t in sorted({r["task"] for r in runs if "error" not in r}, key=_task_order):
         accs = [r for r in runs if r.get("task") == t and "error" not in r and r.get("metric") == "accuracy"]
         n = median_or_none([r.get("eval_rows") for r in accs])
         if not accs or not n:
@@ -183,9 +276,34 @@ def dev_noise(runs: list[dict]) -> dict:
     return out
 
 
+def hidlr_losses(tasks: dict) -> dict:
+    """Per task, every default-suite method whose mean beats Hi-DLR's (where Hi-DLR loses)."""
+    out = {}
+    for t, entry in tasks.items():
+        h = task_mean(tasks, t, HIDLR)
+        if h is None:
+            continue
+        better = [{"method": m, "mean": s["mean"], "seeds": s["seeds"], "margin": rounded(s["mean"] - h, 4)}
+                  for m, s in entry["methods"].items()
+                  if m in SUITES["default"] and m != HIDLR and s["mean"] is not None and s["mean"] > h]
+        out[t] = sorted(better, key=lambda b: -b["margin"])
+    return out
+
+
+def quality_memory(tasks: dict) -> dict:
+    """Peak RSS of hidlr runs over the median AdamW grid run, per task (each run in its own process)."""
+    out = {}
+    for t, entry in tasks.items():
+        h = entry["methods"].get(HIDLR, {}).get("peak_rss_mb")
+        adam = median_or_none([entry["methods"][m].get("peak_rss_mb") for m in ADAMW_GRID if m in entry["methods"]])
+        if h and adam:
+            out[t] = rounded(h / adam, 4)
+    return out
+
+
 def tied_tasks(tasks: dict) -> dict:
     """Tasks on which every method that ran scored the same (e.g. all predict the majority class): such a task
-    ranks nothing at this step budget, and the report says so."""
+    ranks nothing, and the report says so."""
     out = {}
     for t, entry in tasks.items():
         means = {s["mean"] for s in entry["methods"].values() if s.get("mean") is not None}

@@ -8,6 +8,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import REPO
@@ -76,6 +77,32 @@ def code_versions(runs: list[dict]) -> dict:
             key = (run.get("code") or {}).get("hidlr_hf_sha256") or "unrecorded"
             out[key] = out.get(key, 0) + 1
     return out
+
+
+def cpu_clock() -> dict:
+    """A reading of the machine's busy CPU seconds (``/proc/stat``, all cores), this process's CPU seconds and the wall
+    clock; two readings give :func:`other_cpu_load`."""
+    busy = None
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"busy": busy, "own": own.ru_utime + own.ru_stime, "wall": time.perf_counter()}
+
+
+def other_cpu_load(start: dict, end: dict) -> float | None:
+    """Cores kept busy by everything but this process between two :func:`cpu_clock` readings, on average (0 on an
+    otherwise idle machine; 1 means another process held a whole core throughout)."""
+    wall = end["wall"] - start["wall"]
+    if start["busy"] is None or end["busy"] is None or wall <= 0:
+        return None
+    return max(0.0, ((end["busy"] - start["busy"]) - (end["own"] - start["own"])) / wall)
 
 
 def reset_peak_rss() -> str:

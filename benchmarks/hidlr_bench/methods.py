@@ -1,28 +1,31 @@
 """How one (task, method, seed) run trains and what it records.
 
-Every method runs inside the Trainer (``HiDLRTrainer`` with Hi-DLR on or off) with the protocol's data, batch, steps
+Every method runs inside the Trainer (``HiDLRTrainer`` with Hi-DLR on or off) with the protocol's data, batch, epochs
 and schedule; a method differs only in what :data:`~hidlr_bench.protocol.METHOD_SPECS` says of it (its rate, its
-optimizer, LoRA / BitFit, Hi-DLR grouping and freezing). The rivals' own packages are driven where their READMEs
-put them (GeN's ``lr_parabola`` before ``optimizer.step()``, Prodigy and LoRA+ as the Trainer's optimizer).
+optimizer, LoRA / BitFit, Hi-DLR grouping, freezing and, for the ablation, ``hidlr_*`` settings). The rivals' own
+packages are driven where their READMEs put them (GeN's ``lr_parabola`` before ``optimizer.step()``, Prodigy and
+LoRA+ as the Trainer's optimizer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
 
-from .environment import reset_peak_rss, rss_mb
+from .environment import cpu_clock, other_cpu_load, reset_peak_rss, rss_mb
 from .loading import load_classifier, load_task_data, load_tokenizer, minilm_args
 from .protocol import (
     BATCH_SIZE,
     EVAL_BATCH_SIZE,
-    LOGGING_STEPS,
     LORA,
     METHOD_SPECS,
     WARMUP,
     WEIGHT_DECAY,
+    planned_steps,
+    spec_record,
 )
 from .records import median_or_none
 
@@ -75,6 +78,7 @@ def step_timer():
                 self._seen = estimate
                 self.rounds.append({"step": int(estimate.step), "seconds": float(estimate.seconds),
                                     "forward_passes": int(estimate.forward_passes), "status": estimate.status,
+                                    "phase": getattr(estimate, "phase", None),
                                     "active_groups": sum(v != "inactive" for v in estimate.verdict)})
 
     return StepTimer()
@@ -131,6 +135,20 @@ def decay_split(model, weight_decay: float) -> list[dict]:
     return optimizer_param_groups(group_parameters(model, [(".*", "all")]), weight_decay=weight_decay)
 
 
+def engine_facts(engine) -> dict:
+    """The rate control's settings, head groups and phases and the probe schedule's settings of a finished engine:
+    what the overhead projection replays (:func:`hidlr_bench.overhead.project_ratio`)."""
+    control, schedule = engine.control, engine.schedule
+    return {
+        "rate_settings": dataclasses.asdict(engine.rate_settings),
+        "schedule": {"every": schedule.every, "overhead_budget": schedule.overhead_budget,
+                     "step_cost": schedule.step_cost, "total_steps": schedule.total_steps},
+        "head_groups": list(control.head),
+        "head_steps": int(control.head_steps),
+        "final_phase": control.phase,
+    }
+
+
 def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: Path) -> dict:
     """Train and evaluate one (task, method, seed) under ``protocol``; returns the run record."""
     import torch
@@ -144,7 +162,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
     spec = METHOD_SPECS[method]
     kind = spec["kind"]
     tokenizer = load_tokenizer()
-    task, train, dev = load_task_data(task_name, tokenizer, protocol["train_rows"], protocol["max_eval"])
+    task, train, dev = load_task_data(task_name, tokenizer, protocol["train_rows"], protocol.get("max_eval"))
     collator = DataCollatorWithPadding(tokenizer)
     model = load_classifier(task, seed)
     if spec.get("lora"):
@@ -152,7 +170,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
     if spec.get("bitfit"):
         apply_bitfit(model)
     trainable, total = count_params(model)
-    steps = protocol["steps"]
+    steps = planned_steps(len(train), protocol["epochs"])  # what num_train_epochs gives, fixed up front
 
     hidlr_fields = {"hidlr": kind == "hidlr"}
     if kind == "hidlr":
@@ -164,6 +182,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
         hidlr_fields.update(hidlr_grouping=grouping, hidlr_every="auto")
         if spec.get("freeze_at"):
             hidlr_fields.update(hidlr_freeze_at=spec["freeze_at"], hidlr_trainable_budget=spec["budget"])
+        hidlr_fields.update(spec.get("hidlr_args") or {})
     extra = {}
     if kind == "schedule_free":
         # The Trainer hands its warmup_steps to the optimizer as is; a ratio (0.06) would mean no warmup there.
@@ -181,7 +200,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
         warmup_steps=extra.pop("warmup_steps", WARMUP),
         weight_decay=WEIGHT_DECAY,
         logging_strategy="steps",
-        logging_steps=LOGGING_STEPS,
+        logging_steps=protocol["logging_steps"],
         eval_strategy="no",
         save_strategy="no",
         report_to="none",
@@ -216,10 +235,12 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
     timer.trainer = trainer
     rss_before = rss_mb("VmRSS")
     peak_how = reset_peak_rss()
+    clock = cpu_clock()
     started = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - started
     peak = rss_mb("VmHWM")
+    other_load = other_cpu_load(clock, cpu_clock())
     metrics = trainer.evaluate(eval_dataset=dev)
 
     main_key = f"eval_{task.main_metric}"
@@ -234,6 +255,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
         "train_loss": float(output.training_loss),
         "loss_curve": [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h],
         "steps": int(trainer.state.global_step),
+        "planned_steps": steps,
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / max(trainer.state.global_step, 1),
         "step_seconds": step_seconds,
@@ -241,13 +263,15 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
         "peak_rss_mb": peak,
         "rss_before_train_mb": rss_before,
         "peak_memory_how": peak_how,
+        # Cores other processes kept busy during training, on average: a timing taken next to other work shows here.
+        "other_cpu_load": other_load,
         "trainable_params": trainable,
         "total_params": total,
         "trainable_params_final": trainable,
         "train_rows": len(train),
         "eval_rows": len(dev),
         "protocol": protocol,
-        "spec": {k: v for k, v in spec.items() if k != "desc"},
+        "spec": spec_record(method),
     }
     engine = trainer.hidlr
     if engine is not None:
@@ -265,6 +289,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
             "probe_seconds": engine.probe_seconds,
             "forward_passes": engine.forward_passes,
             "frozen": frozen,
+            **engine_facts(engine),
         }
         if frozen:
             record["trainable_params_final"] = int(frozen["trainable_params"])

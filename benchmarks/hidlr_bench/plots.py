@@ -5,23 +5,52 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .protocol import ALL_METHODS, METHOD_SPECS
+from .protocol import ALL_METHODS, HIDLR_STARTS, METHOD_SPECS, SUITES
 
 
 def lr_points(tasks: dict) -> dict:
     """Per task, ``{"adamw": [...], "hidlr": [...]}`` of ``(learning rate, mean, std, seeds)`` sorted by rate: AdamW
     at each fixed rate, and Hi-DLR (module_type groups) by its *starting* rate. The robust-start claim in one view."""
-    hidlr_family = ("hidlr", "hidlr_from_1e-06", "hidlr_from_1e-03")
     out = {}
     for task, entry in tasks.items():
         points = {"adamw": [], "hidlr": []}
         for method, stats in entry["methods"].items():
-            kind = "adamw" if method.startswith("adamw_lr") else "hidlr" if method in hidlr_family else None
+            kind = "adamw" if method.startswith("adamw_lr") else "hidlr" if method in HIDLR_STARTS else None
             if kind and stats.get("mean") is not None:
                 points[kind].append((METHOD_SPECS[method]["lr"], stats["mean"], stats.get("std"), stats["seeds"]))
         if points["adamw"] or points["hidlr"]:
             out[task] = {k: sorted(v) for k, v in points.items()}
     return out
+
+
+def rate_figure(plt, rates: dict, path: Path) -> bool:
+    """One panel per starting rate (``hidlr``, ``hidlr_from_1e-06``, ``hidlr_from_1e-03`` on one task and seed): each
+    group's base rate after every probe round on a log axis, with the ends of the head phase and of calibration
+    marked. Returns whether anything was drawn."""
+    methods = rates.get("methods") or {}
+    if not methods:
+        return False
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), squeeze=False, sharey=True)
+    for ax, (method, r) in zip(axes[0], methods.items()):
+        for k, name in enumerate(r["group_names"] or []):
+            ys = [row[k] if k < len(row) and row[k] and row[k] > 0 else float("nan") for row in r["rates"]]
+            ax.plot(r["steps"], ys, marker=".", markersize=3, linewidth=1.0, label=name)
+        ax.axhline(r["start"], color="grey", linewidth=0.6, linestyle=":")
+        for step, style, label in ((r.get("head_end"), "--", "head phase ends"),
+                                   (r.get("calibration_end"), "-.", "calibration ends")):
+            if step:
+                ax.axvline(step, color="k", linewidth=0.8, linestyle=style, label=label)
+        ax.set_yscale("log")
+        ax.set_title(f"{method} (start {r['start']:.0e})")
+        ax.set_xlabel("step")
+        if r.get("total_steps"):
+            ax.set_xlim(0, r["total_steps"])
+    axes[0][0].set_ylabel(f"base rate ({rates.get('task')}, seed {rates.get('seed')})")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _grid(plt, panels: int, width: float, height: float):
@@ -43,7 +72,10 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
 
     img_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    curves = summary.get("curves") or {}
+    # Loss curves of the default suite (the ablation and PEFT runs would crowd the legend).
+    curves = {t: {m: c for m, c in methods.items() if m in SUITES["default"]}
+              for t, methods in (summary.get("curves") or {}).items()}
+    curves = {t: methods for t, methods in curves.items() if methods}
     if curves:
         colors = plt.get_cmap("tab20")
         fig, axes = _grid(plt, len(curves), 6, 4)
@@ -64,22 +96,7 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
         fig.savefig(img_dir / "loss_curves.png", dpi=110)
         plt.close(fig)
         written.append("loss_curves.png")
-    rates = summary.get("rates") or {}
-    if rates:
-        fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), squeeze=False)
-        for ax, (task, entry) in zip(axes[0], rates.items()):
-            r = entry["hidlr"]
-            for k, name in enumerate(r["group_names"] or []):
-                ys = [row[k] if k < len(row) and row[k] and row[k] > 0 else float("nan") for row in r["rates"]]
-                ax.plot(r["steps"], ys, marker=".", label=name)
-            ax.set_yscale("log")
-            ax.set_title(f"{task} (seed {r['seed']})")
-            ax.set_xlabel("step")
-            ax.set_ylabel("base rate")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(img_dir / "hidlr_rates.png", dpi=110)
-        plt.close(fig)
+    if rate_figure(plt, summary.get("rates") or {}, img_dir / "hidlr_rates.png"):
         written.append("hidlr_rates.png")
     sensitivity = lr_points(summary.get("tasks") or {})
     if sensitivity:
@@ -99,26 +116,27 @@ def write_plots(summary: dict, img_dir: Path) -> list[str]:
         fig.savefig(img_dir / "lr_sensitivity.png", dpi=110)
         plt.close(fig)
         written.append("lr_sensitivity.png")
-    by_every = (summary.get("overhead") or {}).get("by_every") or {}
-    if by_every:
+    by_task = (summary.get("overhead") or {}).get("tasks") or {}
+    if by_task:
         fig, ax = plt.subplots(figsize=(7, 4))
-        keys = list(by_every)
-        xs = range(len(keys))
-        bars = [("measured mean", lambda v: v["step_time_ratio_mean"]),
-                ("measured median", lambda v: v["step_time_ratio_median"])]
-        # The measured window is short; the projections show where the same per-round costs lead in longer runs.
-        for n in (1000, 10000):
-            if all(str(n) in (by_every[k].get("projected_ratio") or {}) for k in keys):
-                bars.append((f"projected, {n} steps", lambda v, n=n: v["projected_ratio"][str(n)]))
+        keys = list(by_task)
+        lengths = sorted({n for entry in by_task.values() for n in entry.get("projected") or {}}, key=int)
+        bars = [("measured (whole run)", lambda e: e.get("wall_clock_ratio"))]
+        bars += [(f"projected, {int(n):,} steps", lambda e, n=n: (e.get("projected") or {}).get(n)) for n in lengths]
         width = 0.8 / len(bars)
+        shown = []
         for i, (label, get) in enumerate(bars):
-            ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [get(by_every[k]) for k in keys], width, label=label)
+            values = [get(by_task[k]) for k in keys]
+            shown += [v for v in values if v is not None]
+            ax.bar([x - 0.4 + width * (i + 0.5) for x in range(len(keys))],
+                   [v if v is not None else float("nan") for v in values], width, label=label)
+        ax.set_ylim(min(shown + [1.0]) - 0.03, max(shown + [1.10]) + 0.03)  # the ratios differ in the second digit
         ax.axhline(1.0, color="k", linewidth=0.8)
-        ax.axhline(1.05, color="k", linewidth=0.8, linestyle=":", label="target 1.05 at auto")
-        ax.set_xticks(list(xs), keys)
-        ax.set_xlabel("hidlr_every")
-        ax.set_ylabel("step time, Hi-DLR / plain")
-        ax.legend()
+        for value, style, label in ((1.10, ":", "target 1.10 (measured)"), (1.03, "--", "target 1.03 (2,000 steps)")):
+            ax.axhline(value, color="k", linewidth=0.8, linestyle=style, label=label)
+        ax.set_xticks(list(range(len(keys))), [f"{k} ({by_task[k].get('steps')} steps)" for k in keys])
+        ax.set_ylabel("wall clock, hidlr / AdamW")
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(img_dir / "overhead.png", dpi=110)
         plt.close(fig)

