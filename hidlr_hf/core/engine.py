@@ -409,9 +409,7 @@ class HiDLR:
                 seed = self.seed * 1_000_003 + self.num_steps
                 beta, alpha, scales, bounded = measure(evaluate, base, active, K, start, self.probe_settings, seed)
                 grown = [float(c) > self.probe_settings.initial_scale for c in scales]
-                proposal = self.control.propose(
-                    beta, alpha, self.base_rates, active, _squared_norms(direction, K), grown, bounded
-                )
+                proposal = self.control.propose(beta, alpha, self.base_rates, active, grown, bounded)
                 factors = proposal.factors
                 if proposal.jump:
                     factors, verified = self._verify(evaluate, base, beta, alpha, factors, active)
@@ -599,14 +597,6 @@ class HiDLR:
 
 # --------------------------------------------------------------------------------------------------
 # module-level helpers
-
-
-def _squared_norms(direction: dict, num_groups: int) -> list[float]:
-    """``||d_k||^2`` per group (0 for groups not in ``direction``)."""
-    out = [0.0] * num_groups
-    for k, tensors in direction.items():
-        out[k] = float(sum(float(d.double().pow(2).sum()) for d in tensors))
-    return out
 
 
 def _json_float(x: float):

@@ -9,9 +9,9 @@ one-step numbers into rates that are good for the whole run:
   is under way, and the rate that is right for the distribution of steps to come is ``E[b] / E[A]``.
 * **Horizon.** The rate is ``b / (horizon A)``: a rate is held for many steps, along directions that momentum keeps
   correlated, so the one-step optimum overshoots over a run.
-* **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the displacement-weighted geometric mean
-  rate: the curvature sets the ratios, but one group's one-step optimum cannot run far from the rest (a sparse
-  embedding group's does, and training it that fast costs accuracy).
+* **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the geometric mean rate, weighted by how much
+  each group's step moves the loss (``A r^2``): the curvature sets the ratios, but one group's one-step optimum
+  cannot run far from the rest (a sparse embedding group's does, and training it that fast costs accuracy).
 * **Phases.** ``head``: only the new task head is probed and trained, so the body's curvature is first measured
   through a head that reads its features. ``calibration``: a probe round at every step, and a rate that is far too
   small may jump to its target when one extra forward pass confirms the predicted decrease. ``steady``: rounds
@@ -49,7 +49,7 @@ class RateSettings:
     Args:
         horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor.
         ratio_limit: each group's target within ``[M / limit, M limit]`` of ``M``, the geometric mean of the
-            targets weighted by each group's share ``||d_k||^2`` of the displacement; 0 switches the limit off.
+            targets weighted by the loss curvature ``A_kk r_k^2`` of each group's step; 0 switches the limit off.
         smoothing: weight of the newest round in the running means of ``b`` and ``A`` (an exponential average).
         trust_region: after calibration a round changes a rate by at most this factor.
         calibration_rounds: the most rounds of calibration; it ends earlier once two rounds in a row propose no
@@ -160,14 +160,13 @@ class RateControl:
 
     # -- the rule ------------------------------------------------------------------------------------
 
-    def propose(self, beta, alpha, rates, active, sq_norms, grown, bounded=None) -> Proposal:
+    def propose(self, beta, alpha, rates, active, grown, bounded=None) -> Proposal:
         """New-rate factors from one round.
 
         Args:
             beta, alpha: the round's fit in multiplier units (``beta_k = r_k b_k``, ``alpha_kk = r_k^2 A_kk``).
             rates: base rates in force during the round.
             active: the groups probed.
-            sq_norms: ``||d_k||^2`` per group (the displacement weights of the ratio limit).
             grown: per group, whether its probe scale had to grow: the step is lost in rounding noise, so the rate is
                 far too small and may jump.
             bounded: per group, whether ``alpha_kk`` is only the noise bound; such a round gives a lower bound on the
@@ -190,9 +189,10 @@ class RateControl:
                 continue
             if b > 0:
                 targets[k] = b / (s.horizon * A)
-            elif b < -self.b_std_error(k):
-                targets[k] = rates[k] / s.trust_region  # clearly uphill on average: shrink
-        targets = self._limit_ratios(targets, rates, active, sq_norms)
+            elif b < -self.b_std_error(k) or (self.phase != STEADY and verdict[k] == UPHILL):
+                # Uphill on average, clearly; or, while calibrating, uphill now and on average: shrink.
+                targets[k] = rates[k] / s.trust_region
+        targets = self._limit_ratios(targets, rates, active)
         dense = self.phase != STEADY
         factors = [1.0] * self.num_groups
         for k, target in targets.items():
@@ -267,16 +267,21 @@ class RateControl:
             self.weight[k] = w + 1.0
             self.weight_sq[k] = keep * keep * self.weight_sq[k] + 1.0
 
-    def _limit_ratios(self, targets: dict, rates: list, active: list, sq_norms) -> dict:
+    def _limit_ratios(self, targets: dict, rates: list, active: list) -> dict:
         limit = self.settings.ratio_limit
-        # Every active group counts in the mean, at its target or, without one this round, at its current rate.
+        # Every active group counts in the mean, at its target or, without one this round, at its current rate,
+        # weighted by the loss curvature of its current step (A r^2): how much its step moves the loss. A group
+        # whose step barely touches the loss (a sparse embedding's rows) cannot drag the mean towards its own,
+        # possibly runaway, target. (Measured through probe losses, the weight is the same on every rank.)
         points = {k: targets.get(k, rates[k]) for k in active}
-        weights = {k: sq_norms[k] for k, t in points.items() if t > 0 and sq_norms[k] > 0}
+        weights = {}
+        for k, t in points.items():
+            A = self.A_mean[k]
+            if t > 0 and math.isfinite(A) and A > 0:
+                weights[k] = A * rates[k] ** 2
         total = sum(weights.values())
         if limit <= 0 or len(weights) < 2 or not total > 0:
             return targets
-        # Geometric mean weighted by each group's share of the displacement: a group that moves little cannot
-        # drag the mean towards its own (possibly runaway) target.
         mean = math.exp(sum(w * math.log(points[k]) for k, w in weights.items()) / total)
         return {k: min(max(t, mean / limit), mean * limit) for k, t in targets.items()}
 

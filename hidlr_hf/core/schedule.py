@@ -24,9 +24,9 @@ class ProbeSchedule:
     gap that keeps probing under ``overhead_budget`` of training compute. A round of P forward passes every Phi steps
     costs ``P / (step_cost Phi)``, with ``step_cost`` the cost of one training step in probe forward passes (3 for a
     forward and a backward at equal batch size). When the run's length is known (``total_steps``), the whole run's
-    probing, the dense phases included, is held to the same budget where it can be: after calibration the remaining
-    allowance of forward passes is spread evenly over the remaining steps; when the dense phases have already spent
-    it (a short run), the steady phase still gets ``MIN_STEADY_ROUNDS`` rounds, spread over the rest of the run.
+    probing, the dense phases included, is held to the same budget where it can be: once the run has spent
+    ``overhead_budget * step_cost * total_steps`` forward passes, only ``MIN_STEADY_ROUNDS`` rounds are left for the
+    rest of the run (evenly spread over what followed calibration), to correct calibration's errors.
 
     Args:
         every: ``"auto"`` or a positive number of steps.
@@ -85,18 +85,16 @@ class ProbeSchedule:
         else:
             allowance = self.allowance()
             if self._dense_gap is not None:
-                # The dense phases are over: doubling starts afresh, and the widest gap that still leaves
-                # MIN_STEADY_ROUNDS rounds to correct calibration's errors is fixed now.
+                # The dense phases are over: doubling starts afresh, and the gap used once the allowance is spent
+                # (MIN_STEADY_ROUNDS rounds over the rest of the run) is fixed now.
                 self.gap, self._dense_gap = 1, None
                 if allowance is not None:
                     self._widest = max(1, (self.total_steps - step) // (MIN_STEADY_ROUNDS + 1))
+            # Front-loaded: rates move most right after calibration, so the gap starts small and doubles.
             self.gap = min(2 * self.gap, self.budget_gap(forward_passes))
-            if allowance is not None:
-                # Spread what is left of the allowance over the remaining steps (never wider than _widest).
-                left_steps = self.total_steps - step - 1
-                left_passes = allowance - spent
-                wanted = math.ceil(forward_passes * left_steps / left_passes) if left_passes > 0 else left_steps + 1
-                self.gap = max(self.gap, min(wanted, self._widest or wanted))
+            if allowance is not None and spent + forward_passes > allowance:
+                # The allowance is spent: only the few rounds that _widest leaves until the end.
+                self.gap = max(self.gap, self._widest)
         self.next_step = step + self.gap
 
     def state_dict(self) -> dict:
