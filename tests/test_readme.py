@@ -17,10 +17,11 @@ def test_plain_pytorch_loop_snippet_runs():
         {k: torch.tensor(data[i : i + 8][k]) for k in ("input_ids", "attention_mask", "labels")} for i in range(0, 48, 8)
     ]
     model = tiny_roberta()
-    scope = {"torch": torch, "model": model, "loader": batches[:4], "probe_batches": iter(batches[2:] * 2)}
+    scope = {"torch": torch, "model": model, "loader": batches[:4], "probe_batches": iter(batches[2:] * 2), "num_steps": 4}
     exec(compile(snippet, "README.md", "exec"), scope)
     hidlr = scope["hidlr"]
     assert hidlr.num_steps == 4 and hidlr.num_rounds == 4
+    assert [h["phase"] for h in hidlr.history] == ["head", "calibration", "calibration", "calibration"]
     est = hidlr.last_estimate
     assert est.b.shape == (len(hidlr.group_names),) and est.A.shape == (len(hidlr.group_names),) * 2
 

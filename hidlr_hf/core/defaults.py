@@ -10,7 +10,7 @@ EVERY = "auto"  # probe every step while calibrating, then within the overhead b
 GROUPING = "module_type"  # one group per module type (section 9)
 
 HORIZON = 8.0  # rates are the one-step optimum b / A divided by this (section 5.2)
-RATIO_LIMIT = 4.0  # each group's rate within this factor of the displacement-weighted mean rate (section 5.3)
+RATIO_LIMIT = 4.0  # each group's rate within this factor of the weighted mean rate (section 5.3)
 SMOOTHING = 0.1  # weight of the newest round in the running means of b and A (section 5.1)
 TRUST_REGION = 2.0  # gamma: after calibration a round changes a rate by at most this factor (GeN's choice)
 CALIBRATION_ROUNDS = 6  # the most rounds of calibration (section 5.4)

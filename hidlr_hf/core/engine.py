@@ -209,7 +209,7 @@ class HiDLR:
     @property
     def probe_due(self) -> bool:
         """Whether the next optimizer step runs a probe round (prepare a probe batch then)."""
-        self.control.begin_step(self.num_steps)
+        self._begin_step()
         return self.schedule.due(self.num_steps)
 
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> Optional[Estimate]:
@@ -505,10 +505,14 @@ class HiDLR:
             return factors, True
         return self.control.within_trust(factors), False
 
+    def _begin_step(self) -> None:
+        if self.control.begin_step(self.num_steps) and self.schedule.every == "auto":
+            self.schedule.next_step = min(self.schedule.next_step, self.num_steps)  # calibration starts now
+
     def _gate(self) -> None:
         """Drop the gradients of groups that must not move this step (the body, in the head phase): the optimizer
         then leaves them and their state untouched."""
-        self.control.begin_step(self.num_steps)
+        self._begin_step()
         for k, indices in enumerate(self.param_group_indices):
             if self.control.gated(k):
                 for i in indices:

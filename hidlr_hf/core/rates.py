@@ -138,10 +138,13 @@ class RateControl:
 
     # -- phases --------------------------------------------------------------------------------------
 
-    def begin_step(self, step: int) -> None:
-        """Called before each optimizer step (0-based): the head phase ends after ``head_steps`` steps."""
+    def begin_step(self, step: int) -> bool:
+        """Called before each optimizer step (0-based): the head phase ends after ``head_steps`` steps. Returns
+        whether calibration starts at this step."""
         if self.phase == HEAD and step >= self.head_steps:
             self.phase = CALIBRATION
+            return True
+        return False
 
     @property
     def dense(self) -> bool:
