@@ -38,7 +38,7 @@ NOT_FINITE = "not_finite"
 INACTIVE = "inactive"  # frozen, rate 0, no gradient this step, or not probed in this phase
 
 HEAD, CALIBRATION, STEADY = "head", "calibration", "steady"
-HEAD_PROBE_GAP = 2  # the head's rate needs few rounds; probing it at every second step halves the phase's cost
+HEAD_PROBE_GAP = 4  # the head's rate needs few rounds; probing it at every fourth step keeps the phase cheap
 PHASES = (HEAD, CALIBRATION, STEADY)
 
 
@@ -149,7 +149,7 @@ class RateControl:
     @property
     def dense(self) -> bool:
         """Whether the current phase probes on a fixed short gap (with ``every="auto"``): the head phase every
-        ``HEAD_PROBE_GAP`` steps (one group, a cheap round), calibration at every step."""
+        ``HEAD_PROBE_GAP`` steps, calibration at every step."""
         return self.phase != STEADY
 
     @property
@@ -195,7 +195,7 @@ class RateControl:
             elif b < -self.b_std_error(k) or (self.phase != STEADY and verdict[k] == UPHILL):
                 # Uphill on average, clearly; or, while calibrating, uphill now and on average: shrink.
                 targets[k] = rates[k] / s.trust_region
-        targets = self._limit_ratios(targets, rates, active)
+        targets = self._limit_ratios(targets, rates, active, alpha)
         dense = self.phase != STEADY
         factors = [1.0] * self.num_groups
         for k, target in targets.items():
@@ -270,18 +270,19 @@ class RateControl:
             self.weight[k] = w + 1.0
             self.weight_sq[k] = keep * keep * self.weight_sq[k] + 1.0
 
-    def _limit_ratios(self, targets: dict, rates: list, active: list) -> dict:
+    def _limit_ratios(self, targets: dict, rates: list, active: list, alpha) -> dict:
         limit = self.settings.ratio_limit
         # Every active group counts in the mean, at its target or, without one this round, at its current rate,
-        # weighted by the loss curvature of its current step (A r^2): how much its step moves the loss. A group
-        # whose step barely touches the loss (a sparse embedding's rows) cannot drag the mean towards its own,
-        # possibly runaway, target. (Measured through probe losses, the weight is the same on every rank.)
+        # weighted by alpha_kk = A_kk r_k^2, the loss curvature of its step this round (a noise bound included): how
+        # much its step moves the loss. A group whose step barely touches the loss (a sparse embedding's rows) cannot
+        # drag the mean towards its own, possibly runaway, target. Measured through probe losses, the weight is the
+        # same on every rank.
         points = {k: targets.get(k, rates[k]) for k in active}
         weights = {}
         for k, t in points.items():
-            A = self.A_mean[k]
-            if t > 0 and math.isfinite(A) and A > 0:
-                weights[k] = A * rates[k] ** 2
+            a = float(alpha[k, k])
+            if t > 0 and math.isfinite(a) and a > 0:
+                weights[k] = a
         total = sum(weights.values())
         if limit <= 0 or len(weights) < 2 or not total > 0:
             return targets

@@ -25,8 +25,8 @@ class ProbeSchedule:
     costs ``P / (step_cost Phi)``, with ``step_cost`` the cost of one training step in probe forward passes (3 for a
     forward and a backward at equal batch size). When the run's length is known (``total_steps``), the whole run's
     probing, the dense phases included, is held to the same budget where it can be: once the run has spent
-    ``overhead_budget * step_cost * total_steps`` forward passes, only ``MIN_STEADY_ROUNDS`` rounds are left for the
-    rest of the run (evenly spread over what followed calibration), to correct calibration's errors.
+    ``overhead_budget * step_cost * total_steps`` forward passes, about ``MIN_STEADY_ROUNDS`` rounds are left for
+    the rest of the run (doubling gaps, early ones first), to correct calibration's errors.
 
     Args:
         every: ``"auto"`` or a positive number of steps.
@@ -85,16 +85,16 @@ class ProbeSchedule:
         else:
             allowance = self.allowance()
             if self._dense_gap is not None:
-                # The dense phases are over: doubling starts afresh, and the gap used once the allowance is spent
-                # (MIN_STEADY_ROUNDS rounds over the rest of the run) is fixed now.
+                # The dense phases are over: doubling starts afresh. Once the allowance is spent the gaps double from
+                # _widest, chosen so that MIN_STEADY_ROUNDS rounds are left over the rest of the run, early ones first.
                 self.gap, self._dense_gap = 1, None
                 if allowance is not None:
-                    self._widest = max(1, (self.total_steps - step) // (MIN_STEADY_ROUNDS + 1))
-            # Front-loaded: rates move most right after calibration, so the gap starts small and doubles.
-            self.gap = min(2 * self.gap, self.budget_gap(forward_passes))
+                    self._widest = max(1, (self.total_steps - step) // (2 ** (MIN_STEADY_ROUNDS + 1) - 1))
             if allowance is not None and spent + forward_passes > allowance:
-                # The allowance is spent: only the few rounds that _widest leaves until the end.
-                self.gap = max(self.gap, self._widest)
+                self.gap = max(2 * self.gap, self._widest)
+            else:
+                # Front-loaded: rates move most right after calibration, so the gap starts small and doubles.
+                self.gap = min(2 * self.gap, self.budget_gap(forward_passes))
         self.next_step = step + self.gap
 
     def state_dict(self) -> dict:
