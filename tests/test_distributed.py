@@ -16,15 +16,15 @@ COMMON = [
     "--use_cpu", "true", "--max_steps", "6", "--logging_steps", "2", "--report_to", "none", "--learning_rate", "3e-4",
     "--seed", "0", "--hidlr_every", "1", "--disable_tqdm", "true", "--hidlr_max_probe_scale", "16",
 ]
-# Same global batch: 8 rows per step and 8 probe rows per round, split over the processes.
-ONE = ["--per_device_train_batch_size", "8", "--hidlr_probe_batch_size", "8"]
-TWO = ["--per_device_train_batch_size", "4", "--hidlr_probe_batch_size", "4"]
-# Rates are equal up to float summation order in the gradient all-reduce and the probe-loss mean (Adam turns
-# near-zero gradient coordinates into +-1, so these differences reach the direction; the running means of b and A
-# carry them over rounds: about 1e-3 relative after 6 rounds). A rank using its own probe loss, or skipping a round,
-# is off by far more. The learning rate keeps the toy model's probe signal above the rounding-noise threshold,
-# where float order could flip a group's probe-scale growth.
-RTOL = 1e-2
+# Same global batch: 8 rows per step and 32 probe rows per round, split over the processes.
+ONE = ["--per_device_train_batch_size", "8", "--hidlr_probe_batch_size", "32"]
+TWO = ["--per_device_train_batch_size", "4", "--hidlr_probe_batch_size", "16"]
+# Rates are equal up to float summation order in the gradient all-reduce and the probe-loss mean. Adam turns
+# near-zero gradient coordinates into +-1, so these differences reach the direction, and the curvature A is a
+# second difference of probe losses, which magnifies them: a few percent after 6 rounds on this toy model (32 probe
+# rows keep its signal clear of the noise bound, where float order could flip a round's verdict). A rank using its
+# own probe loss, or skipping a round, differs in the round history itself, which is compared first.
+RTOL = 5e-2
 
 
 def free_port():
@@ -68,6 +68,11 @@ def test_two_processes_match_one(tmp_path, single, launcher):
     assert two["world_size"] == 2 and single["world_size"] == 1
     assert two["steps"] == single["steps"] == 6 and two["rounds"] == single["rounds"] == 6
     assert two["logged_rate_keys"] == single["logged_rate_keys"] and two["logged_rate_keys"]
+    # Round by round: the same steps, phases and verdicts, and the same probe loss up to float order.
+    assert [(h["step"], h["phase"], h["status"]) for h in two["history"]] == [
+        (h["step"], h["phase"], h["status"]) for h in single["history"]
+    ]
+    assert [h["loss"] for h in two["history"]] == pytest.approx([h["loss"] for h in single["history"]], rel=1e-3)
     assert two["base_rates"] == pytest.approx(single["base_rates"], rel=RTOL)
     # Parameter checksums agree loosely only: Adam normalises near-zero gradient coordinates to +-1, so float
     # summation order in the all-reduce can flip a few of them (each moves by at most its group's rate per step,

@@ -163,7 +163,8 @@ def replay_rounds(hid: dict, costs: dict, steps: int) -> dict:
     # The engine's loop (HiDLR.probe_due, then the end of HiDLR._probe_round), with calibration's end taken from the
     # measured run instead of its rates; tests/test_bench_overhead.py checks this replay against a real engine.
     for step in range(steps):
-        control.begin_step(step)
+        if control.begin_step(step) and schedule.every == "auto":
+            schedule.next_step = min(schedule.next_step, step)  # calibration starts at once (HiDLR._begin_step)
         if not schedule.due(step):
             continue
         phase = control.phase
