@@ -102,6 +102,20 @@ def test_ratio_limit_holds_a_runaway_group_near_the_others():
     assert p_off.factors[0] == pytest.approx(100.0)  # the jump limit; 1000x wanted
 
 
+def test_ratio_limit_leaves_the_head_out():
+    # Group 2 is the new task head: its step moves the loss most (largest weight) and its target is 100x the body's.
+    # Counted in the mean it would lift the limit tenfold and let group 0 (sparse, 1000x target) go to
+    # 40x; left out, group 0 is held to 4x the body's mean and the head keeps its own target.
+    ctrl = control(num_groups=3, head=[2], horizon=1.0, ratio_limit=4.0)
+    ctrl.phase = CALIBRATION
+    p = propose(ctrl, [1.0, 1.0, 100.0], [0.001, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
+    mean = math.exp(0.001 * math.log(1000.0) / 1.001)  # body weights A r^2 = 0.001 and 1
+    assert p.factors == pytest.approx([4 * mean, 1.0, 100.0])
+    counted = control(num_groups=3, head=[], horizon=1.0, ratio_limit=4.0)
+    p_counted = propose(counted, [1.0, 1.0, 100.0], [0.001, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
+    assert p_counted.factors[0] == pytest.approx(4 * math.exp((0.001 * math.log(1000.0) + math.log(100.0)) / 2.001))
+
+
 def test_steady_moves_within_the_trust_region_and_bounds_hold():
     ctrl = control(horizon=1.0, trust_region=1.5, lr_max=0.3)
     ctrl.phase = STEADY

@@ -11,7 +11,8 @@ one-step numbers into rates that are good for the whole run:
   correlated, so the one-step optimum overshoots over a run.
 * **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the geometric mean rate, weighted by how much
   each group's step moves the loss (``A r^2``): the curvature sets the ratios, but one group's one-step optimum
-  cannot run far from the rest (a sparse embedding group's does, and training it that fast costs accuracy).
+  cannot run far from the rest (a sparse embedding group's does, and training it that fast costs accuracy). The
+  newly initialised task head is outside the limit: it has nothing pretrained to lose.
 * **Phases.** ``head``: only the new task head is probed and trained, so the body's curvature is first measured
   through a head that reads its features. ``calibration``: a probe round at every step, and a rate that is far too
   small may jump to its target when one extra forward pass confirms the predicted decrease. ``steady``: rounds
@@ -49,7 +50,8 @@ class RateSettings:
     Args:
         horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor.
         ratio_limit: each group's target within ``[M / limit, M limit]`` of ``M``, the geometric mean of the
-            targets weighted by the loss curvature ``A_kk r_k^2`` of each group's step; 0 switches the limit off.
+            body groups' targets weighted by the loss curvature ``A_kk r_k^2`` of each group's step (head groups
+            are neither limited nor counted); 0 switches the limit off.
         smoothing: weight of the newest round in the running means of ``b`` and ``A`` (an exponential average).
         trust_region: after calibration a round changes a rate by at most this factor.
         calibration_rounds: the most rounds of calibration; it ends earlier once two rounds in a row propose no
@@ -276,8 +278,10 @@ class RateControl:
         # weighted by alpha_kk = A_kk r_k^2, the loss curvature of its step this round (a noise bound included): how
         # much its step moves the loss. A group whose step barely touches the loss (a sparse embedding's rows) cannot
         # drag the mean towards its own, possibly runaway, target. Measured through probe losses, the weight is the
-        # same on every rank.
-        points = {k: targets.get(k, rates[k]) for k in active}
+        # same on every rank. The task head is left out on both sides: newly initialised, it has no pretrained
+        # features to lose and rightly runs at rates far above the body's, which it must not drag upwards.
+        body = [k for k in active if k not in self.head]
+        points = {k: targets.get(k, rates[k]) for k in body}
         weights = {}
         for k, t in points.items():
             a = float(alpha[k, k])
@@ -287,7 +291,7 @@ class RateControl:
         if limit <= 0 or len(weights) < 2 or not total > 0:
             return targets
         mean = math.exp(sum(w * math.log(points[k]) for k, w in weights.items()) / total)
-        return {k: min(max(t, mean / limit), mean * limit) for k, t in targets.items()}
+        return {k: min(max(t, mean / limit), mean * limit) if k in points else t for k, t in targets.items()}
 
     # -- state ---------------------------------------------------------------------------------------
 
