@@ -116,6 +116,19 @@ def test_ratio_limit_leaves_the_head_out():
     assert p_counted.factors[0] == pytest.approx(4 * math.exp((0.001 * math.log(1000.0) + math.log(100.0)) / 2.001))
 
 
+def test_ratio_limit_weight_does_not_grow_with_a_groups_own_rate():
+    # Group 0 already runs at 10x the others' rate and wants 1e4 (1000x its rate). Its curvature A is the others', so
+    # it weighs as much as each of them in the mean; weighted by alpha = A r^2 it would weigh 100x and carry the limit
+    # up with it.
+    ctrl = control(num_groups=3, horizon=1.0, ratio_limit=4.0)
+    ctrl.phase = CALIBRATION
+    p = propose(ctrl, [1e4, 1.0, 1.0], [1.0, 1.0, 1.0], [10.0, 1.0, 1.0], grown=[True] * 3)
+    mean = math.exp(math.log(1e4) / 3)  # equal weights over targets 1e4, 1, 1
+    assert p.factors == pytest.approx([4 * mean / 10.0, mean / 4, mean / 4])  # the others are lifted to M / 4
+    heavy = math.exp(100 * math.log(1e4) / 102)  # the mean that weights 100, 1, 1 would give
+    assert 4 * heavy / 10.0 > 10 * p.factors[0]
+
+
 def test_steady_moves_within_the_trust_region_and_bounds_hold():
     ctrl = control(horizon=1.0, trust_region=1.5, lr_max=0.3)
     ctrl.phase = STEADY

@@ -10,7 +10,7 @@ one-step numbers into rates that are good for the whole run:
 * **Horizon.** The rate is ``b / (horizon A)``: a rate is held for many steps, along directions that momentum keeps
   correlated, so the one-step optimum overshoots over a run.
 * **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the geometric mean rate, weighted by how much
-  each group's step moves the loss (``A r^2``): the curvature sets the ratios, but one group's one-step optimum
+  each group's direction moves the loss at a common rate (``A``): the curvature sets the ratios, but one group's one-step optimum
   cannot run far from the rest (a sparse embedding group's does, and training it that fast costs accuracy). The
   newly initialised task head is outside the limit: it has nothing pretrained to lose.
 * **Phases.** ``head``: only the new task head is probed and trained, so the body's curvature is first measured
@@ -50,7 +50,7 @@ class RateSettings:
     Args:
         horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor.
         ratio_limit: each group's target within ``[M / limit, M limit]`` of ``M``, the geometric mean of the
-            body groups' targets weighted by the loss curvature ``A_kk r_k^2`` of each group's step (head groups
+            body groups' targets weighted by the loss curvature ``A_kk`` of each group's direction (head groups
             are neither limited nor counted); 0 switches the limit off.
         smoothing: weight of the newest round in the running means of ``b`` and ``A`` (an exponential average).
         trust_region: after calibration a round changes a rate by at most this factor.
@@ -275,16 +275,18 @@ class RateControl:
     def _limit_ratios(self, targets: dict, rates: list, active: list, alpha) -> dict:
         limit = self.settings.ratio_limit
         # Every active group counts in the mean, at its target or, without one this round, at its current rate,
-        # weighted by alpha_kk = A_kk r_k^2, the loss curvature of its step this round (a noise bound included): how
-        # much its step moves the loss. A group whose step barely touches the loss (a sparse embedding's rows) cannot
-        # drag the mean towards its own, possibly runaway, target. Measured through probe losses, the weight is the
-        # same on every rank. The task head is left out on both sides: newly initialised, it has no pretrained
-        # features to lose and rightly runs at rates far above the body's, which it must not drag upwards.
+        # weighted by A_kk = alpha_kk / r_k^2 (a noise bound included), the loss curvature of its step at a common
+        # rate: how much its direction moves the loss. A group whose step barely touches the loss (a sparse
+        # embedding's rows) cannot drag the mean towards its own, possibly runaway, target. The weight must not grow
+        # with the group's own rate (alpha_kk does, as r_k^2): a group that ran ahead would then outweigh the rest
+        # and carry the mean, and the limit, along with it. Measured through probe losses, the weight is the same on
+        # every rank. The task head is left out on both sides: newly initialised, it has no pretrained features to
+        # lose and rightly runs at rates far above the body's, which it must not drag upwards.
         body = [k for k in active if k not in self.head]
         points = {k: targets.get(k, rates[k]) for k in body}
         weights = {}
         for k, t in points.items():
-            a = float(alpha[k, k])
+            a = float(alpha[k, k]) / rates[k] ** 2 if rates[k] > 0 else math.nan
             if t > 0 and math.isfinite(a) and a > 0:
                 weights[k] = a
         total = sum(weights.values())

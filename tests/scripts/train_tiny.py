@@ -43,7 +43,7 @@ def main():
             "base_rates": engine.base_rates,
             "influence": engine.influence.mean,
             "rounds": engine.num_rounds,
-            "history": [{k: h[k] for k in ("step", "phase", "status", "loss")} for h in engine.history],
+            "history": [{k: h[k] for k in ("step", "phase", "status", "loss", "factors", "verified", "rates")} for h in engine.history],
             "steps": trainer.state.global_step,
             "logged_rate_keys": sorted(k for h in trainer.state.log_history for k in h if k.startswith("hidlr/lr/")),
             "params": {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters()},
