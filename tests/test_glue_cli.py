@@ -239,6 +239,61 @@ def test_help_exits_zero(capsys):
     assert "--hidlr_grouping" in capsys.readouterr().out
 
 
+def _files_under(folder: Path) -> set:
+    """Every file below ``folder`` (relative paths); empty when the folder does not exist."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def _write_rte(folder: Path, rows: int, dev_rows: int = 4) -> None:
+    head = "index\tsentence1\tsentence2\tlabel"
+    for name, n in (("train.tsv", rows), ("dev.tsv", dev_rows)):
+        lines = [head] + [
+            f"{i}\t{SENTENCES[i % 8]}\t{SENTENCES[(i + 3) % 8]}\t{('entailment', 'not_entailment')[i % 2]}"
+            for i in range(n)
+        ]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--max_train_samples", "0"], "--max_train_samples must be positive (got 0)"),
+        (["--do_train", "false", "--do_eval", "false"], "both --do_train and --do_eval are false: nothing to do"),
+        (["--peft", "autopeft", "--hidlr", "false"], "--peft autopeft needs Hi-DLR; drop --hidlr false"),
+        (["--hidlr_overhead_budget", "1.5"], "--hidlr_overhead_budget must lie in (0, 1)"),
+        (["--hidlr_trust_region", "0.5"], "--hidlr_trust_region must be >= 1"),
+    ],
+    ids=["max-train-samples-0", "nothing-to-do", "autopeft-without-hidlr", "overhead-budget", "trust-region"],
+)
+def test_bad_settings_stop_before_anything_is_written(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    code = cli.main(["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out), *flags])
+    assert code == 2
+    assert message in _error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "rows,flags,message",
+    [
+        (0, [], "RTE/train.tsv has no data rows"),
+        (3, [], "has 3 rows, fewer than one probe batch (4 rows on each of 1 process(es)); pass --hidlr_probe_batch_size 3"),
+        (24, ["--peft", "autopeft", "--hidlr_freeze_at", "5"], "--hidlr_freeze_at 5 is after the last optimizer step (2)"),
+    ],
+    ids=["empty-training-set", "fewer-rows-than-a-probe-batch", "freeze-after-the-last-step"],
+)
+def test_bad_data_or_run_length_stops_before_anything_is_written(tiny_model, tmp_path, capsys, rows, flags, message):
+    data = tmp_path / "glue"
+    (data / "RTE").mkdir(parents=True)
+    _write_rte(data / "RTE", rows=rows)
+    out = tmp_path / "out"
+    code = cli.main(["--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(data),
+                     "--output_dir", str(out), "--max_steps", "2", *FAST, *flags])
+    assert code == 2
+    assert message in _error_line(capsys, only=False)  # after the log lines of the run's start
+    assert _files_under(out) == set()
+
+
 # ------------------------------------------------------------------------------------- default model
 
 

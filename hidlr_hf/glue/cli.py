@@ -126,8 +126,6 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
     raw = load_data(task, data_args, cache_dir=model_args.cache_dir)
     if training_args.do_train and "train" not in raw:
         raise HiDLRError(f"no training data for {task.name}; pass --train_file or --data_dir, or use --do_train false")
-    if training_args.do_train and len(raw["train"]) == 0:
-        raise HiDLRError(f"the training data of {task.name} has no rows; pass --train_file or --data_dir with rows in it")
     eval_splits = [s for s in task.eval_splits if s in raw]
     if training_args.do_eval and not eval_splits:
         raise HiDLRError(f"no dev data for {task.name}; pass --validation_file or --data_dir, or use --do_eval false")
