@@ -145,3 +145,102 @@ def test_training_arguments_refuse_settings_out_of_range_at_construction(tmp_pat
     with pytest.raises(HiDLRError, match=match):
         HiDLRTrainingArguments(output_dir=str(tmp_path / "out"), **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------- hidlr export
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 2-step run without automatic PEFT: its final model and hidlr_state.json (export needs --budget)."""
+    folder = tmp_path_factory.mktemp("run")
+    args = training_args(folder, save_strategy="no", hidlr_grouping="module_type_by_layer")
+    trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset(n=32))
+    trainer.train()
+    trainer.save_model()
+    return folder
+
+
+def export_error(capsys, argv) -> str:
+    assert hidlr_main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hidlr: error: "), err
+    assert captured.out == ""
+    return err[0]
+
+
+def _state_variants(finished_run):
+    state = json.loads((finished_run / "hidlr_state.json").read_text())
+    wrong_length = json.loads(json.dumps(state))
+    wrong_length["engine"]["influence"]["total"] = [1.0]
+    no_groups = {k: v for k, v in state.items() if k != "groups"}
+    bad_total = json.loads(json.dumps(state))
+    bad_total["model"]["total_params"] = "many"
+    return {
+        "truncated": (finished_run / "hidlr_state.json").read_text()[:200],
+        "not-an-object": "[1, 2]",
+        "other-format": json.dumps({"format": "something/9"}),
+        "no-groups": json.dumps(no_groups),
+        "influence-of-wrong-length": json.dumps(wrong_length),
+        "total-params-not-a-number": json.dumps(bad_total),
+    }
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["truncated", "not-an-object", "other-format", "no-groups", "influence-of-wrong-length", "total-params-not-a-number"],
+)
+def test_export_refuses_a_corrupt_state_file(finished_run, tmp_path, capsys, variant):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "hidlr_state.json").write_text(_state_variants(finished_run)[variant])
+    out = tmp_path / "adapter"
+    line = export_error(capsys, ["export", str(run), "--out", str(out), "--budget", "top1"])
+    assert f"{run / 'hidlr_state.json'} is corrupt" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "budget,match",
+    [("lots", "is not a number"), ("0", "budget"), ("1.5", "fraction"), ("top0", "budget"),
+     ("999999999", "larger than the model")],
+)
+def test_export_refuses_a_bad_budget_before_writing(finished_run, tmp_path, capsys, budget, match):
+    out = tmp_path / "adapter"
+    line = export_error(capsys, ["export", str(finished_run), "--out", str(out), "--budget", budget])
+    assert match in line
+    assert not out.exists()
+
+
+def test_export_without_a_selection_needs_a_budget(finished_run, tmp_path, capsys):
+    out = tmp_path / "adapter"
+    assert "pass --budget" in export_error(capsys, ["export", str(finished_run), "--out", str(out)])
+    assert not out.exists()
+
+
+def test_export_refuses_an_unwritable_out(finished_run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file, not a folder")
+    line = export_error(capsys, ["export", str(finished_run), "--out", str(blocker / "adapter"), "--budget", "top1"])
+    assert f"cannot write to --out {blocker / 'adapter'}" in line
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_export_never_overwrites_an_earlier_export_unless_forced(finished_run, tmp_path, capsys):
+    out = tmp_path / "adapter"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")  # files export does not write are no obstacle
+    assert hidlr_main(["export", str(finished_run), "--out", str(out), "--budget", "top1"]) == 0
+    capsys.readouterr()
+    before = {name: (out / name).read_bytes() for name in files_under(out)}
+    assert set(before) == {"notes.txt", "adapter_config.json", "hidlr_mask.json"}
+
+    line = export_error(capsys, ["export", str(finished_run), "--out", str(out), "--budget", "top2"])
+    assert f"--out {out} already holds adapter_config.json, hidlr_mask.json; pass --force" in line
+    assert {name: (out / name).read_bytes() for name in files_under(out)} == before
+
+    assert hidlr_main(["export", str(finished_run), "--out", str(out), "--budget", "top2", "--force"]) == 0
+    mask = json.loads((out / "hidlr_mask.json").read_text())
+    assert sum(g["kept"] and not g["is_head"] for g in mask["groups"]) == 2
+    assert (out / "notes.txt").read_text() == "the user's own file"
