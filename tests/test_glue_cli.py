@@ -236,7 +236,8 @@ def test_unknown_flag_suggests(capsys):
 
 def test_help_exits_zero(capsys):
     assert cli.main(["--help"]) == 0
-    assert "--hidlr_grouping" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "--hidlr_grouping" in printed and "--overwrite_output_dir" in printed
 
 
 def _files_under(folder: Path) -> set:
@@ -318,3 +319,114 @@ def test_default_model_online_is_roberta_base(monkeypatch, glue_dir, tmp_path, c
 # ------------------------------------------------------------------------------------- report, recipes
 
 
+
+
+# ------------------------------------------------------------------------------------- output folders
+
+
+def _snapshot(folder: Path) -> dict:
+    return {name: (folder / name).read_bytes() for name in _files_under(folder)}
+
+
+def _earlier_run(folder: Path, files=("trainer_state.json",), checkpoints=(2, 10)) -> dict:
+    """A folder as an earlier run leaves it; returns its snapshot."""
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text('{"earlier": true}')
+    for step in checkpoints:
+        (folder / f"checkpoint-{step}").mkdir()
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    return _snapshot(folder)
+
+
+def test_default_output_dir_holding_a_run_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = _earlier_run(tmp_path / "runs" / "rte")
+    assert cli.main(["--task_name", "rte", "--model_name_or_path", "unused"]) == 2
+    assert _error_line(capsys) == (
+        f"hidlr-glue: error: --output_dir {Path('runs', 'rte')} already holds a run (checkpoint-10, checkpoint-2, "
+        "trainer_state.json); pass --resume_from_checkpoint true to resume from checkpoint-10, --overwrite_output_dir "
+        "to start over there, or another --output_dir."
+    )
+    assert _snapshot(tmp_path / "runs" / "rte") == before
+
+
+def test_finished_run_without_checkpoints(tmp_path, capsys):
+    out = tmp_path / "out"
+    before = _earlier_run(out, files=("config.json", "all_results.json"), checkpoints=())
+    base = ["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out)]
+    assert cli.main(base) == 2
+    line = _error_line(capsys)
+    assert "already holds a run (config.json, all_results.json); pass --overwrite_output_dir" in line
+    assert "--resume_from_checkpoint" not in line
+    assert cli.main([*base, "--resume_from_checkpoint", "true"]) == 2
+    assert _error_line(capsys).endswith(
+        f"--resume_from_checkpoint true, but --output_dir {out} holds no checkpoint-* folder (only config.json, "
+        "all_results.json) to resume from; drop it and pass --overwrite_output_dir to start over there, or pass a "
+        "checkpoint folder to --resume_from_checkpoint."
+    )
+    assert _snapshot(out) == before
+
+
+def test_resume_from_a_missing_checkpoint(tmp_path, capsys):
+    out, missing = tmp_path / "out", tmp_path / "nowhere" / "checkpoint-3"
+    assert cli.main(["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out),
+                     "--resume_from_checkpoint", str(missing)]) == 2
+    assert f"--resume_from_checkpoint {missing} is not a folder" in _error_line(capsys)
+    assert cli.main(["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out),
+                     "--resume_from_checkpoint", "true"]) == 2
+    assert "holds no checkpoint-* folder to resume from; drop it to start a new run" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_evaluation_alone_is_not_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from hidlr_hf import HiDLRError
+    from hidlr_hf.glue.output import prepare_output_dir
+
+    out = tmp_path / "out"
+    _earlier_run(out)
+    args = SimpleNamespace(output_dir=str(out), do_train=False, resume_from_checkpoint=None, overwrite_output_dir=False)
+    prepare_output_dir(args)  # as run_glue.py: only training is checked (evaluating a finished run is common)
+    with pytest.raises(HiDLRError, match="already holds a run"):
+        prepare_output_dir(SimpleNamespace(**{**vars(args), "do_train": True}))
+
+
+def test_second_run_is_refused_then_resumed_or_started_over(tiny_model, glue_dir, tmp_path, monkeypatch, capsys):
+    from hidlr_hf.trainer import HiDLRTrainer
+
+    resumed_from = []
+    real_train = HiDLRTrainer.train
+
+    def spy(self, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return real_train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(HiDLRTrainer, "train", spy)
+    out = tmp_path / "rte"
+    command = ["--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(glue_dir),
+               "--output_dir", str(out), "--max_train_samples", "16", "--max_eval_samples", "8", *FAST,
+               "--save_strategy", "steps", "--save_steps", "2"]
+    assert cli.main([*command, "--max_steps", "2"]) == 0
+    first = _snapshot(out)
+    assert "checkpoint-2/hidlr_state.json" in first and "trainer_state.json" in first
+    capsys.readouterr()
+
+    # The same command again: refused, nothing touched.
+    assert cli.main([*command, "--max_steps", "2"]) == 2
+    assert "pass --resume_from_checkpoint true to resume from checkpoint-2" in _error_line(capsys)
+    assert _snapshot(out) == first
+
+    # Asked to resume: from the last checkpoint, on to step 4.
+    assert cli.main([*command, "--max_steps", "4", "--resume_from_checkpoint", "true"]) == 0
+    assert resumed_from[-1] == str(out / "checkpoint-2")
+    assert _json(out / "trainer_state.json")["global_step"] == 4
+    assert "Resuming from" in capsys.readouterr().err
+
+    # Asked to start over: a fresh 2-step run; the earlier checkpoint-4 is left in place, and said so.
+    assert cli.main([*command, "--max_steps", "2", "--overwrite_output_dir"]) == 0
+    assert resumed_from[-1] is None
+    assert _json(out / "trainer_state.json")["global_step"] == 2
+    assert (out / "checkpoint-4" / "hidlr_state.json").is_file()
+    assert "checkpoint-4" in capsys.readouterr().err
