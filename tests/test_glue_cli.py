@@ -259,12 +259,13 @@ def _write_rte(folder: Path, rows: int, dev_rows: int = 4) -> None:
     "flags,message",
     [
         (["--max_train_samples", "0"], "--max_train_samples must be positive (got 0)"),
+        (["--max_eval_samples", "-1"], "--max_eval_samples must be positive (got -1)"),
         (["--do_train", "false", "--do_eval", "false"], "both --do_train and --do_eval are false: nothing to do"),
         (["--peft", "autopeft", "--hidlr", "false"], "--peft autopeft needs Hi-DLR; drop --hidlr false"),
         (["--hidlr_overhead_budget", "1.5"], "--hidlr_overhead_budget must lie in (0, 1)"),
         (["--hidlr_trust_region", "0.5"], "--hidlr_trust_region must be >= 1"),
     ],
-    ids=["max-train-samples-0", "nothing-to-do", "autopeft-without-hidlr", "overhead-budget", "trust-region"],
+    ids=["max-train-samples-0", "max-eval-samples-negative", "nothing-to-do", "autopeft-without-hidlr", "overhead-budget", "trust-region"],
 )
 def test_bad_settings_stop_before_anything_is_written(tmp_path, capsys, flags, message):
     out = tmp_path / "out"
