@@ -92,9 +92,10 @@ class HiDLRController:
         if rows == 0:
             raise HiDLRError("The training set is empty: pass a train_dataset with at least one probe batch of rows.")
         if rows < per_process * world:
+            smaller = f"--hidlr_probe_batch_size {rows // world} or smaller, or " if rows >= world else ""
             raise HiDLRError(
                 f"The training set has {rows} rows, fewer than one probe batch ({per_process} rows on each of {world} "
-                f"process(es)); pass --hidlr_probe_batch_size {max(rows // world, 1)} or smaller, or more training rows."
+                f"process(es)); pass {smaller}more training rows."
             )
 
     def check_freeze_step(self, max_steps: int) -> None:
