@@ -7,6 +7,7 @@ The mask and the peft config themselves are :mod:`hidlr_hf.peft`'s (docs/METHOD.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 from hidlr_hf.core.influence import InfluenceTracker
@@ -100,8 +101,12 @@ def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None, force: bo
     earlier export left in ``out_dir`` (overwritten only with ``force``), and whether ``out_dir`` is writable."""
     path = find_state_file(run_or_checkpoint)
     state = read_state(path)
+    # The selection's warnings (groups never measured, ...) are shown only if the export goes ahead, so a refusal
+    # stays one line on stderr.
     try:
-        selection = selection_from_state(state, budget)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            selection = selection_from_state(state, budget)
     except HiDLRError:
         raise  # a bad budget, or no budget where one is needed: the message says what to pass
     except (KeyError, IndexError, TypeError, ValueError) as exc:  # parts read_state does not check
@@ -112,5 +117,7 @@ def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None, force: bo
             f"--out {out_dir} already holds {', '.join(existing)}; pass --force to overwrite, or another --out."
         )
     check_writable_dir(out_dir, "--out")
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     model = load_model_for(os.path.dirname(path), state)
     return export_state(state, model, out_dir, selection=selection)
