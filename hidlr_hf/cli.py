@@ -1,4 +1,4 @@
-"""The ``hidlr`` command: ``hidlr export RUN_OR_CHECKPOINT_DIR --out DIR [--budget B]``."""
+"""The ``hidlr`` command: ``hidlr export RUN_OR_CHECKPOINT_DIR --out DIR [--budget B] [--force]``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--budget", default=None, help="rank groups now under this budget: a fraction (0.01), a count (150000), or top3"
     )
+    export.add_argument(
+        "--force", action="store_true", help="overwrite adapter_config.json / hidlr_mask.json already in --out"
+    )
     return parser
 
 
@@ -33,7 +36,7 @@ def main(argv=None) -> int:
         if args.command == "export":
             from .trainer.export import export_from_dir
 
-            print(export_from_dir(args.run, args.out, budget=args.budget))
+            print(export_from_dir(args.run, args.out, budget=args.budget, force=args.force))
     except HiDLRError as exc:
         print(f"hidlr: error: {exc}", file=sys.stderr)
         return 2

@@ -183,7 +183,7 @@ def test_budget_larger_than_model(tmp_path):
 
 
 def test_freeze_needs_a_measured_round(tmp_path):
-    trainer = make_trainer(tmp_path, max_steps=1, hidlr_freeze_at="5")
+    trainer = make_trainer(tmp_path, max_steps=1, hidlr_freeze_at="1")
     trainer.train()
     trainer.hidlr.num_rounds = 0
     with pytest.raises(HiDLRError, match="before any Hi-DLR probe round"):

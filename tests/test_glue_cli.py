@@ -236,7 +236,64 @@ def test_unknown_flag_suggests(capsys):
 
 def test_help_exits_zero(capsys):
     assert cli.main(["--help"]) == 0
-    assert "--hidlr_grouping" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "--hidlr_grouping" in printed and "--overwrite_output_dir" in printed
+
+
+def _files_under(folder: Path) -> set:
+    """Every file below ``folder`` (relative paths); empty when the folder does not exist."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+
+
+def _write_rte(folder: Path, rows: int, dev_rows: int = 4) -> None:
+    head = "index\tsentence1\tsentence2\tlabel"
+    for name, n in (("train.tsv", rows), ("dev.tsv", dev_rows)):
+        lines = [head] + [
+            f"{i}\t{SENTENCES[i % 8]}\t{SENTENCES[(i + 3) % 8]}\t{('entailment', 'not_entailment')[i % 2]}"
+            for i in range(n)
+        ]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--max_train_samples", "0"], "--max_train_samples must be positive (got 0)"),
+        (["--max_eval_samples", "-1"], "--max_eval_samples must be positive (got -1)"),
+        (["--do_train", "false", "--do_eval", "false"], "both --do_train and --do_eval are false: nothing to do"),
+        (["--peft", "autopeft", "--hidlr", "false"], "--peft autopeft needs Hi-DLR; drop --hidlr false"),
+        (["--hidlr_overhead_budget", "1.5"], "--hidlr_overhead_budget must lie in (0, 1)"),
+        (["--hidlr_trust_region", "0.5"], "--hidlr_trust_region must be >= 1"),
+    ],
+    ids=["max-train-samples-0", "max-eval-samples-negative", "nothing-to-do", "autopeft-without-hidlr", "overhead-budget", "trust-region"],
+)
+def test_bad_settings_stop_before_anything_is_written(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    code = cli.main(["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out), *flags])
+    assert code == 2
+    assert message in _error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "rows,flags,message",
+    [
+        (0, [], "RTE/train.tsv has no data rows"),
+        (3, [], "has 3 rows, fewer than one probe batch (4 rows on each of 1 process(es)); pass --hidlr_probe_batch_size 3"),
+        (24, ["--peft", "autopeft", "--hidlr_freeze_at", "5"], "--hidlr_freeze_at 5 is after the last optimizer step (2)"),
+    ],
+    ids=["empty-training-set", "fewer-rows-than-a-probe-batch", "freeze-after-the-last-step"],
+)
+def test_bad_data_or_run_length_stops_before_anything_is_written(tiny_model, tmp_path, capsys, rows, flags, message):
+    data = tmp_path / "glue"
+    (data / "RTE").mkdir(parents=True)
+    _write_rte(data / "RTE", rows=rows)
+    out = tmp_path / "out"
+    code = cli.main(["--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(data),
+                     "--output_dir", str(out), "--max_steps", "2", *FAST, *flags])
+    assert code == 2
+    assert message in _error_line(capsys, only=False)  # after the log lines of the run's start
+    assert _files_under(out) == set()
 
 
 # ------------------------------------------------------------------------------------- default model
@@ -263,3 +320,114 @@ def test_default_model_online_is_roberta_base(monkeypatch, glue_dir, tmp_path, c
 # ------------------------------------------------------------------------------------- report, recipes
 
 
+
+
+# ------------------------------------------------------------------------------------- output folders
+
+
+def _snapshot(folder: Path) -> dict:
+    return {name: (folder / name).read_bytes() for name in _files_under(folder)}
+
+
+def _earlier_run(folder: Path, files=("trainer_state.json",), checkpoints=(2, 10)) -> dict:
+    """A folder as an earlier run leaves it; returns its snapshot."""
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text('{"earlier": true}')
+    for step in checkpoints:
+        (folder / f"checkpoint-{step}").mkdir()
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    return _snapshot(folder)
+
+
+def test_default_output_dir_holding_a_run_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    before = _earlier_run(tmp_path / "runs" / "rte")
+    assert cli.main(["--task_name", "rte", "--model_name_or_path", "unused"]) == 2
+    assert _error_line(capsys) == (
+        f"hidlr-glue: error: --output_dir {Path('runs', 'rte')} already holds a run (checkpoint-10, checkpoint-2, "
+        "trainer_state.json); pass --resume_from_checkpoint true to resume from checkpoint-10, --overwrite_output_dir "
+        "to start over there, or another --output_dir."
+    )
+    assert _snapshot(tmp_path / "runs" / "rte") == before
+
+
+def test_finished_run_without_checkpoints(tmp_path, capsys):
+    out = tmp_path / "out"
+    before = _earlier_run(out, files=("config.json", "all_results.json"), checkpoints=())
+    base = ["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out)]
+    assert cli.main(base) == 2
+    line = _error_line(capsys)
+    assert "already holds a run (config.json, all_results.json); pass --overwrite_output_dir" in line
+    assert "--resume_from_checkpoint" not in line
+    assert cli.main([*base, "--resume_from_checkpoint", "true"]) == 2
+    assert _error_line(capsys).endswith(
+        f"--resume_from_checkpoint true, but --output_dir {out} holds no checkpoint-* folder (only config.json, "
+        "all_results.json) to resume from; drop it and pass --overwrite_output_dir to start over there, or pass a "
+        "checkpoint folder to --resume_from_checkpoint."
+    )
+    assert _snapshot(out) == before
+
+
+def test_resume_from_a_missing_checkpoint(tmp_path, capsys):
+    out, missing = tmp_path / "out", tmp_path / "nowhere" / "checkpoint-3"
+    assert cli.main(["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out),
+                     "--resume_from_checkpoint", str(missing)]) == 2
+    assert f"--resume_from_checkpoint {missing} is not a folder" in _error_line(capsys)
+    assert cli.main(["--task_name", "rte", "--model_name_or_path", "unused", "--output_dir", str(out),
+                     "--resume_from_checkpoint", "true"]) == 2
+    assert "holds no checkpoint-* folder to resume from; drop it to start a new run" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_evaluation_alone_is_not_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from hidlr_hf import HiDLRError
+    from hidlr_hf.glue.output import prepare_output_dir
+
+    out = tmp_path / "out"
+    _earlier_run(out)
+    args = SimpleNamespace(output_dir=str(out), do_train=False, resume_from_checkpoint=None, overwrite_output_dir=False)
+    prepare_output_dir(args)  # as run_glue.py: only training is checked (evaluating a finished run is common)
+    with pytest.raises(HiDLRError, match="already holds a run"):
+        prepare_output_dir(SimpleNamespace(**{**vars(args), "do_train": True}))
+
+
+def test_second_run_is_refused_then_resumed_or_started_over(tiny_model, glue_dir, tmp_path, monkeypatch, capsys):
+    from hidlr_hf.trainer import HiDLRTrainer
+
+    resumed_from = []
+    real_train = HiDLRTrainer.train
+
+    def spy(self, resume_from_checkpoint=None, **kwargs):
+        resumed_from.append(resume_from_checkpoint)
+        return real_train(self, resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(HiDLRTrainer, "train", spy)
+    out = tmp_path / "rte"
+    command = ["--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(glue_dir),
+               "--output_dir", str(out), "--max_train_samples", "16", "--max_eval_samples", "8", *FAST,
+               "--save_strategy", "steps", "--save_steps", "2"]
+    assert cli.main([*command, "--max_steps", "2"]) == 0
+    first = _snapshot(out)
+    assert "checkpoint-2/hidlr_state.json" in first and "trainer_state.json" in first
+    capsys.readouterr()
+
+    # The same command again: refused, nothing touched.
+    assert cli.main([*command, "--max_steps", "2"]) == 2
+    assert "pass --resume_from_checkpoint true to resume from checkpoint-2" in _error_line(capsys)
+    assert _snapshot(out) == first
+
+    # Asked to resume: from the last checkpoint, on to step 4.
+    assert cli.main([*command, "--max_steps", "4", "--resume_from_checkpoint", "true"]) == 0
+    assert resumed_from[-1] == str(out / "checkpoint-2")
+    assert _json(out / "trainer_state.json")["global_step"] == 4
+    assert "Resuming from" in capsys.readouterr().err
+
+    # Asked to start over: a fresh 2-step run; the earlier checkpoint-4 is left in place, and said so.
+    assert cli.main([*command, "--max_steps", "2", "--overwrite_output_dir"]) == 0
+    assert resumed_from[-1] is None
+    assert _json(out / "trainer_state.json")["global_step"] == 2
+    assert (out / "checkpoint-4" / "hidlr_state.json").is_file()
+    assert "checkpoint-4" in capsys.readouterr().err

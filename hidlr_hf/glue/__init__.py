@@ -6,6 +6,7 @@
 * :mod:`~hidlr_hf.glue.arguments` and :mod:`~hidlr_hf.glue.recipes`: flags, recipes, mode defaults;
 * :mod:`~hidlr_hf.glue.metrics`: run_glue's metrics without ``evaluate``;
 * :mod:`~hidlr_hf.glue.report`: the Hi-DLR figure and the final summary;
+* :mod:`~hidlr_hf.glue.output`: an output folder holding an earlier run (resumed when asked, otherwise refused);
 * :mod:`~hidlr_hf.glue.cli`: ``hidlr-glue`` itself.
 
 Import the submodules directly; this package imports nothing heavy by itself.

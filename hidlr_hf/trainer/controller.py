@@ -63,6 +63,49 @@ class HiDLRController:
         self._train_started = None
         self._probe_seconds_at_start = 0.0
         self._group_param_names: Optional[list] = None
+        # Bad input fails here, when the Trainer is built, rather than after the first optimizer step.
+        if trainer.train_dataset is not None:
+            self.check_train_dataset(trainer.train_dataset)
+        if trainer.args.max_steps and trainer.args.max_steps > 0:
+            self.check_freeze_step(trainer.args.max_steps)
+
+    # -- checks ------------------------------------------------------------------------------------
+
+    def probe_batch_size(self, args=None) -> int:
+        """Rows per process in a probe batch: ``--hidlr_probe_batch_size``, else the training batch size."""
+        args = args or self.trainer.args
+        return self.config.hidlr_probe_batch_size or args.per_device_train_batch_size
+
+    def check_train_dataset(self, dataset, args=None) -> None:
+        """Refuse a training set Hi-DLR cannot draw probe batches from: not map-style, or fewer rows than one
+        probe batch on every process."""
+        args = args or self.trainer.args
+        if isinstance(dataset, torch.utils.data.IterableDataset) or not (
+            hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")
+        ):
+            raise HiDLRError(
+                f"The train_dataset is a {type(dataset).__name__}; Hi-DLR draws probe batches by index and needs a "
+                "map-style dataset (with __len__ and __getitem__): load it without streaming, or turn Hi-DLR off "
+                "(--hidlr false)."
+            )
+        rows, per_process, world = len(dataset), self.probe_batch_size(args), max(int(args.world_size), 1)
+        if rows == 0:
+            raise HiDLRError("The training set is empty: pass a train_dataset with at least one probe batch of rows.")
+        if rows < per_process * world:
+            smaller = f"--hidlr_probe_batch_size {rows // world} or smaller, or " if rows >= world else ""
+            raise HiDLRError(
+                f"The training set has {rows} rows, fewer than one probe batch ({per_process} rows on each of {world} "
+                f"process(es)); pass {smaller}more training rows."
+            )
+
+    def check_freeze_step(self, max_steps: int) -> None:
+        """Refuse ``--hidlr_freeze_at`` after the last optimizer step (automatic PEFT would never freeze)."""
+        freeze = self._freeze_step(max_steps)
+        if freeze is not None and max_steps and freeze > max_steps:
+            raise HiDLRError(
+                f"--hidlr_freeze_at {self.config.hidlr_freeze_at} is after the last optimizer step ({max_steps}), so no "
+                f"group would ever be frozen; pass a step up to {max_steps} or a fraction of training such as 0.1."
+            )
 
     # -- set-up ------------------------------------------------------------------------------------
 
@@ -85,9 +128,14 @@ class HiDLRController:
                 "The optimizer was not built with Hi-DLR parameter groups (was it passed as Trainer(optimizers=...)?); "
                 "build its groups with hidlr_hf.optimizer_param_groups, or let the Trainer create it."
             )
-        probe_bs = self.config.hidlr_probe_batch_size or args.per_device_train_batch_size
+        probe_bs = self.probe_batch_size(args)
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
         total_steps = max_steps if max_steps and max_steps > 0 else None
+        # Again here: the train_dataset may have been set after the Trainer was built, and the run length is now known.
+        if self.trainer.train_dataset is not None:
+            self.check_train_dataset(self.trainer.train_dataset, args)
+        if total_steps is not None:
+            self.check_freeze_step(total_steps)
         settings = self.config.engine_settings(mixed_precision=bool(args.bf16 or args.fp16))
         settings["head_phase"] = self._head_phase_before_freezing(settings["head_phase"], total_steps)
         self.engine = HiDLR(
@@ -192,15 +240,11 @@ class HiDLRController:
         """
         trainer = self.trainer
         dataset = trainer.train_dataset
-        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
-            raise HiDLRError("Hi-DLR draws probe batches by index and needs a map-style train_dataset (with __len__).")
         if self._collator is None:
             self._collator = internals.probe_collator(trainer)
         rank, world = trainer.args.process_index, trainer.args.world_size
         generator = torch.Generator().manual_seed((self._seed() * 1_000_003 + self.engine.num_steps) % (2**63))
-        size = min(self._probe_bs, len(dataset) // world)
-        if size < 1:
-            raise HiDLRError(f"The training set has {len(dataset)} rows, too few for a probe batch on each of {world} processes.")
+        size = self._probe_bs  # begin() checked that the training set holds world * size rows
         indices = torch.randperm(len(dataset), generator=generator)[rank * size : (rank + 1) * size].tolist()
         return internals.prepare_inputs(trainer, self._collator([dataset[i] for i in indices]))
 

@@ -7,6 +7,8 @@ The mask and the peft config themselves are :mod:`hidlr_hf.peft`'s (docs/METHOD.
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Optional
 
 from hidlr_hf.core.influence import InfluenceTracker
 from hidlr_hf.core.selection import Selection, group_records, select
@@ -16,7 +18,10 @@ from hidlr_hf.peft import build_mask, export_adapter
 
 from .state import find_state_file, read_state
 
-__all__ = ["export_from_dir", "export_state", "load_model_for", "mean_influence", "selection_from_state"]
+# What an export writes into its folder (peft's config, then the mask).
+EXPORT_FILES = ("adapter_config.json", "hidlr_mask.json")
+
+__all__ = ["EXPORT_FILES", "export_from_dir", "export_state", "load_model_for", "mean_influence", "selection_from_state"]
 
 
 def mean_influence(engine_state: dict) -> list[float]:
@@ -46,9 +51,11 @@ def selection_from_state(state: dict, budget=None) -> Selection:
     return select(records, budget, total)
 
 
-def export_state(state: dict, model, out_dir: str, budget=None) -> str:
-    """Write ``adapter_config.json`` and ``hidlr_mask.json`` for ``state`` on ``model``; returns the summary."""
-    selection = selection_from_state(state, budget)
+def export_state(state: dict, model, out_dir: str, budget=None, selection: Optional[Selection] = None) -> str:
+    """Write ``adapter_config.json`` and ``hidlr_mask.json`` for ``state`` on ``model``; returns the summary.
+
+    ``selection`` (from :func:`selection_from_state`) when the caller has made it already, else it is made here."""
+    selection = selection if selection is not None else selection_from_state(state, budget)
     facts = state.get("model", {})
     mask = build_mask(
         selection,
@@ -87,10 +94,30 @@ def _auto_model_class(state: dict):
     return cls
 
 
-def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None) -> str:
-    """``hidlr export``: find the newest Hi-DLR state under ``run_or_checkpoint`` and export its adapter."""
+def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None, force: bool = False) -> str:
+    """``hidlr export``: find the newest Hi-DLR state under ``run_or_checkpoint`` and export its adapter.
+
+    Everything that can be refused is checked before anything is written: the state file, the budget, files an
+    earlier export left in ``out_dir`` (overwritten only with ``force``), and whether ``out_dir`` is writable."""
     path = find_state_file(run_or_checkpoint)
     state = read_state(path)
+    # The selection's warnings (groups never measured, ...) are shown only if the export goes ahead, so a refusal
+    # stays one line on stderr.
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            selection = selection_from_state(state, budget)
+    except HiDLRError:
+        raise  # a bad budget, or no budget where one is needed: the message says what to pass
+    except (KeyError, IndexError, TypeError, ValueError) as exc:  # parts read_state does not check
+        raise HiDLRError(f"{path} is corrupt ({type(exc).__name__}: {exc}); export from another checkpoint.") from exc
+    existing = [name for name in EXPORT_FILES if os.path.exists(os.path.join(out_dir, name))]
+    if existing and not force:
+        raise HiDLRError(
+            f"--out {out_dir} already holds {', '.join(existing)}; pass --force to overwrite, or another --out."
+        )
     check_writable_dir(out_dir, "--out")
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     model = load_model_for(os.path.dirname(path), state)
-    return export_state(state, model, out_dir, budget)
+    return export_state(state, model, out_dir, selection=selection)

@@ -81,6 +81,9 @@ def read_state(path: str) -> dict:
             raise TypeError("settings is not a mapping")
         if len(groups) != len(engine["base_rates"]) or not all({"name", "param_names", "numel"} <= set(g) for g in groups):
             raise ValueError("its groups do not match the engine's rates")
+        influence = engine["influence"]
+        if not len(influence["total"]) == len(influence["count"]) == len(groups):
+            raise ValueError("its influence does not match its groups")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HiDLRError(
             f"{path} is corrupt ({type(exc).__name__}: {exc}); use another checkpoint, or delete the file to resume "
