@@ -94,6 +94,46 @@ def test_freeze_then_resume(tmp_path):
     assert resumed.hidlr.base_rates == pytest.approx(straight.hidlr.base_rates, rel=1e-9)
 
 
+def test_frozen_groups_return_to_their_initial_values(tmp_path):
+    initial = {n: p.detach().clone() for n, p in tiny_roberta().named_parameters()}
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    cb = trainer.hidlr_controller
+    assert cb.freeze_decision["restored"] is True
+    params = dict(trainer.model.named_parameters())
+    frozen = frozen_names(trainer)
+    assert frozen
+    for name in frozen:
+        assert torch.equal(params[name], initial[name]), name  # bit for bit: the model is base + kept groups
+    assert all(not torch.equal(params[n], initial[n]) for n in params if n not in frozen)
+    # The copy covered every candidate group (all but the head): 4 bytes per fp32 parameter.
+    head = {n for k, g in enumerate(trainer.hidlr.group_names) if g == "head" for n in cb.group_param_names()[k]}
+    assert cb.initial_copy_bytes == 4 * sum(p.numel() for n, p in params.items() if n not in head)
+    # After the freeze only the kept candidate groups' copy is held (for BEFT deltas).
+    kept = cb.freeze_decision["kept"]
+    assert set(cb.initial) == {k for k, keep in enumerate(kept) if keep and trainer.hidlr.group_names[k] != "head"}
+
+
+def test_resume_before_and_after_the_freeze_restores_the_initial_values(tmp_path):
+    initial = {n: p.detach().clone() for n, p in tiny_roberta().named_parameters()}
+    common = dict(max_steps=8, save_strategy="steps", save_steps=2)
+    straight = make_trainer(tmp_path / "a", **common)
+    straight.train()
+    before, after = tmp_path / "a" / "checkpoint-2", tmp_path / "a" / "checkpoint-4"
+    assert (before / "hidlr_initial.safetensors").stat().st_size > (after / "hidlr_initial.safetensors").stat().st_size
+    a = dict(straight.model.named_parameters())
+    for ckpt in (before, after):
+        # Another random start: the initial values must come from the checkpoint, not from this model.
+        resumed = make_trainer(tmp_path / ckpt.name, model=tiny_roberta(seed=3), **common)
+        resumed.train(resume_from_checkpoint=str(ckpt))
+        assert resumed.hidlr_controller.freeze_decision["kept"] == straight.hidlr_controller.freeze_decision["kept"]
+        b = dict(resumed.model.named_parameters())
+        for name in frozen_names(resumed):
+            assert torch.equal(b[name], initial[name]), (ckpt.name, name)
+        for name in a:
+            assert torch.allclose(a[name], b[name], rtol=0, atol=1e-6), (ckpt.name, name)
+
+
 def kept_set(trainer):
     cb = trainer.hidlr_controller
     names = cb.group_param_names()
