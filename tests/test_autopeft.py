@@ -167,6 +167,81 @@ def test_export_round_trip_with_peft(tmp_path):
     )
 
 
+def saved_base(tmp_path):
+    """A tiny base model saved to a folder, as a user's `from_pretrained(path)` base."""
+    path = tmp_path / "base"
+    tiny_roberta().save_pretrained(path)
+    return str(path)
+
+
+def eval_logits(model):
+    data = toy_dataset(n=24, seed=7)
+    model.eval()
+    with torch.no_grad():
+        return model(
+            input_ids=torch.tensor(data["input_ids"]), attention_mask=torch.tensor(data["attention_mask"])
+        ).logits
+
+
+def load_adapter(base, adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    return PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=2), adapter)
+
+
+@pytest.mark.parametrize(
+    "grouping, budget, config_type",
+    [
+        ("module_type_by_layer", "0.2", "BeftConfig"),
+        ("module_type", "top1", "LNTuningConfig"),  # the embeddings
+        ("module_type", "top2", "LNTuningConfig"),
+    ],
+)
+def test_exported_adapter_reproduces_the_run(tmp_path, grouping, budget, config_type):
+    from peft import PeftConfig
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    trainer = make_trainer(
+        tmp_path / "run", model=AutoModelForSequenceClassification.from_pretrained(base),
+        hidlr_grouping=grouping, hidlr_trainable_budget=budget,
+    )
+    trainer.train()
+    out = tmp_path / "adapter"
+    summary = trainer.export_peft_config(str(out))
+    assert (out / "adapter_model.safetensors").is_file() and "reproduces the trained model" in summary
+    config = PeftConfig.from_pretrained(str(out))
+    assert type(config).__name__ == config_type
+    assert config.base_model_name_or_path == base  # the path the user loaded the base from
+    mask = json.loads((out / "hidlr_mask.json").read_text())
+    assert mask["weights"]["exact"] is True and mask["weights"]["not_exact"] == []
+    loaded = load_adapter(base, str(out))
+    torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
+
+
+def test_exported_lora_adapter_reproduces_the_run(tmp_path):
+    from peft import LoraConfig, PeftConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    model = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(base),
+        LoraConfig(task_type="SEQ_CLS", r=4, target_modules="all-linear"),
+    )
+    trainer = make_trainer(tmp_path / "run", model=model, hidlr_trainable_budget="top2")
+    trainer.train()
+    out = tmp_path / "adapter"
+    trainer.export_peft_config(str(out))
+    config = PeftConfig.from_pretrained(str(out))
+    assert type(config).__name__ == "LoraConfig" and config.base_model_name_or_path == base
+    assert json.loads((out / "hidlr_mask.json").read_text())["weights"]["exact"] is True
+    loaded = load_adapter(base, str(out))
+    # A module with one kept factor gets both in peft; the frozen factor is back at its initial value, so the
+    # function is the same.
+    torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
+
+
 def test_export_command_line(tmp_path, capsys):
     trainer = make_trainer(tmp_path / "run")
     trainer.train()
@@ -179,6 +254,9 @@ def test_export_command_line(tmp_path, capsys):
     assert hidlr_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "top1"), "--budget", "top1"]) == 0
     mask = json.loads((tmp_path / "top1" / "hidlr_mask.json").read_text())
     assert sum(g["kept"] and not g["is_head"] for g in mask["groups"]) == 1
+    # Not the selection the run froze with: the weights are written but not claimed to reproduce the run.
+    assert mask["weights"]["exact"] is False and "budget" in mask["weights"]["not_exact"][0]
+    assert "NOT an exact copy" in capsys.readouterr().out
 
 
 def test_export_without_hidlr_state_is_one_line_error(tmp_path, capsys):

@@ -13,10 +13,14 @@ from hidlr_hf.core.selection import Selection, group_records, select
 from hidlr_hf.errors import HiDLRError
 from hidlr_hf.files import check_writable_dir
 from hidlr_hf.peft import build_mask, export_adapter
+from hidlr_hf.peft.base_name import public_base_name
 
+from .initial import INITIAL_FILE, read_initial_by_name
 from .state import find_state_file, read_state
 
-__all__ = ["export_from_dir", "export_state", "load_model_for", "mean_influence", "selection_from_state"]
+__all__ = [
+    "export_from_dir", "export_state", "load_model_for", "model_folder", "mean_influence", "not_exact_reasons", "selection_from_state",
+]
 
 
 def mean_influence(engine_state: dict) -> list[float]:
@@ -46,8 +50,24 @@ def selection_from_state(state: dict, budget=None) -> Selection:
     return select(records, budget, total)
 
 
-def export_state(state: dict, model, out_dir: str, budget=None) -> str:
-    """Write ``adapter_config.json`` and ``hidlr_mask.json`` for ``state`` on ``model``; returns the summary."""
+def not_exact_reasons(state: dict, budget=None) -> list[str]:
+    """Why the run's trained model is not its base model plus the adapter's parts (empty when it is)."""
+    frozen = state.get("frozen")
+    if not frozen:
+        return ["the run froze no group, so every group trained for the whole run (the adapter's parts are exact, the "
+                "rest of the trained model is not the base model)"]
+    if budget is not None:
+        return [f"the selection was made again with budget {budget!r}, not the one the run froze with"]
+    if not frozen.get("restored"):
+        return ["the frozen groups kept the values they reached at the freeze instead of returning to their initial "
+                "values (no initial copy: freeze set outside --hidlr_freeze_at, or a resume without "
+                "hidlr_initial.safetensors)"]
+    return []
+
+
+def export_state(state: dict, model, out_dir: str, budget=None, initial=None) -> str:
+    """Write ``adapter_config.json``, ``adapter_model.safetensors`` and ``hidlr_mask.json`` for ``state`` on the
+    trained ``model``; returns the summary. ``initial``: the run's initial values of kept parameters, by name."""
     selection = selection_from_state(state, budget)
     facts = state.get("model", {})
     mask = build_mask(
@@ -57,7 +77,10 @@ def export_state(state: dict, model, out_dir: str, budget=None) -> str:
         scheme=state.get("settings", {}).get("hidlr_grouping", "module_type"),
         base_model_prefix=facts.get("base_model_prefix"),
     )
-    return export_adapter(out_dir, mask, model)
+    return export_adapter(
+        out_dir, mask, model, initial=initial, base_model_name_or_path=public_base_name(facts.get("name_or_path")),
+        not_exact=not_exact_reasons(state, budget),
+    )
 
 
 def load_model_for(folder: str, state: dict):
@@ -87,10 +110,32 @@ def _auto_model_class(state: dict):
     return cls
 
 
+def _has_model(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("config.json", "adapter_config.json"))
+
+
+def model_folder(run_or_checkpoint: str) -> str:
+    """The folder to export from: ``run_or_checkpoint`` when it holds a model, else the run's last ``checkpoint-*``
+    (transformers' ``get_last_checkpoint``), else ``run_or_checkpoint`` (which then fails with a clear error)."""
+    if _has_model(run_or_checkpoint) or not os.path.isdir(run_or_checkpoint):
+        return run_or_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(run_or_checkpoint) or run_or_checkpoint
+
+
 def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None) -> str:
-    """``hidlr export``: find the newest Hi-DLR state under ``run_or_checkpoint`` and export its adapter."""
-    path = find_state_file(run_or_checkpoint)
+    """``hidlr export``: export the adapter of a run folder (its final model, or its last checkpoint when it has no
+    final model: the summary then says which) or of one checkpoint folder."""
+    folder = model_folder(run_or_checkpoint)
+    path = find_state_file(folder)
     state = read_state(path)
     check_writable_dir(out_dir, "--out")
-    model = load_model_for(os.path.dirname(path), state)
-    return export_state(state, model, out_dir, budget)
+    folder = os.path.dirname(path)
+    model = load_model_for(folder, state)
+    initial_path = os.path.join(folder, INITIAL_FILE)
+    initial = read_initial_by_name(initial_path) if os.path.isfile(initial_path) else None
+    summary = export_state(state, model, out_dir, budget, initial=initial)
+    if os.path.normpath(folder) != os.path.normpath(run_or_checkpoint):
+        summary = f"{run_or_checkpoint} holds no final model; exported its last checkpoint, {folder}.\n" + summary
+    return summary

@@ -18,7 +18,7 @@ import torch
 
 from hidlr_hf.errors import HiDLRError
 
-__all__ = ["INITIAL_FILE", "read_initial", "write_initial"]
+__all__ = ["INITIAL_FILE", "read_initial", "read_initial_by_name", "write_initial"]
 
 INITIAL_FILE = "hidlr_initial.safetensors"
 
@@ -38,18 +38,23 @@ def write_initial(folder: str, values: dict[int, list[torch.Tensor]], group_para
     return path
 
 
-def read_initial(path: str, group_param_names: list) -> dict[int, list[torch.Tensor]]:
-    """The groups whose every parameter is in the file, as ``{group index: tensors}`` (CPU)."""
+def read_initial_by_name(path: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the file by parameter name (CPU)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        tensors = load_file(path, device="cpu")
+        return load_file(path, device="cpu")
     except (OSError, SafetensorError) as exc:
         raise HiDLRError(
             f"{path} is corrupt ({type(exc).__name__}: {exc}); resume from another checkpoint, or delete the file to "
             "let frozen groups keep their trained values."
         ) from exc
+
+
+def read_initial(path: str, group_param_names: list) -> dict[int, list[torch.Tensor]]:
+    """The groups whose every parameter is in the file, as ``{group index: tensors}`` (CPU)."""
+    tensors = read_initial_by_name(path)
     return {
         k: [tensors[n] for n in names]
         for k, names in enumerate(group_param_names)
