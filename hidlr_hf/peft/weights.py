@@ -95,6 +95,8 @@ def export_weights(
     initial = {canonical_name(n): t for n, t in (initial or {}).items()}
     trained = trained_values(model)
     base = base_copy(model, initial)
+    # get_peft_model and save_pretrained take the base's name from the model itself: give it the public one.
+    base.__dict__["name_or_path"] = base_model_name_or_path or ""
     if getattr(base, "config", None) is not None:
         base.config._name_or_path = base_model_name_or_path or ""
     config = copy.deepcopy(config)
