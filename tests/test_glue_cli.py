@@ -119,13 +119,30 @@ def _train_on_synthetic(tiny_model, tmp_path, task, folder, write, peft, extra=(
     return out
 
 
-def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path):
+def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
     out = _train_on_synthetic(tiny_model, tmp_path, "sts-b", "STS-B", _write_stsb, "autopeft")
     results = _json(out / "eval_results.json")
     for key in ("eval_pearson", "eval_spearmanr", "eval_combined_score"):
         assert key in results
     assert _json(out / "config.json")["problem_type"] == "regression"
     assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert _json(out / "adapter" / "hidlr_mask.json")["weights"]["exact"] is True
+    # The run ends with the three lines that load the adapter; they run as printed and give the run's model.
+    printed = capsys.readouterr().out.splitlines()
+    at = printed.index("Load it with:")
+    lines = [line.strip() for line in printed[at + 1 : at + 4]]
+    assert lines[0] == "from peft import PeftModel" and tiny_model in lines[2] and "num_labels=1" in lines[2]
+    scope: dict = {}
+    exec("\n".join(lines), scope)
+    trained = AutoModelForSequenceClassification.from_pretrained(out)
+    ids = torch.randint(3, 1000, (4, 12), generator=torch.Generator().manual_seed(0))
+    loaded = scope["model"].eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, trained.eval()(input_ids=ids).logits, rtol=0, atol=1e-5)
 
 
 def test_mnli_matched_and_mismatched_with_lora(tiny_model, tmp_path):

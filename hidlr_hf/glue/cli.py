@@ -45,6 +45,7 @@ from hidlr_hf.glue.modeling import (
 )
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
+from hidlr_hf.peft.adapter import loading_lines
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +205,13 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
         print()
         if adapter_dir:
             print(f"Discovered adapter: {adapter_dir}")
+            print("Load it with:")
+            lines = loading_lines(
+                adapter_dir, task.num_labels, fallback_base=model_args.model_name_or_path,
+                ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            )
+            for line in lines:
+                print("    " + line)
         if report:
             print(f"Hi-DLR report: {report}")
         print(f"Results: {os.path.join(training_args.output_dir, 'all_results.json')}")

@@ -12,7 +12,7 @@ from .base_name import public_base_name
 from .config import mask_to_peft_config
 from .weights import export_weights
 
-__all__ = ["export_adapter"]
+__all__ = ["export_adapter", "loading_lines"]
 
 
 def _human(n: int) -> str:
@@ -77,3 +77,23 @@ def export_adapter(
         )
     lines += [n for n in notes if n.startswith("Not expressible")]
     return "\n".join(lines)
+
+
+def loading_lines(
+    adapter_dir: str, num_labels: int, fallback_base: str | None = None, ignore_mismatched_sizes: bool = False
+) -> list[str]:
+    """The three lines of Python that load an exported sequence-classification adapter onto its base model.
+
+    The base is the adapter config's ``base_model_name_or_path``, or ``fallback_base`` where it records none;
+    ``ignore_mismatched_sizes`` for a base whose own classifier has another number of labels (the adapter brings
+    the trained head).
+    """
+    with open(os.path.join(adapter_dir, "adapter_config.json"), encoding="utf-8") as fh:
+        base = json.load(fh).get("base_model_name_or_path") or fallback_base
+    extra = ", ignore_mismatched_sizes=True" if ignore_mismatched_sizes else ""
+    return [
+        "from peft import PeftModel",
+        "from transformers import AutoModelForSequenceClassification",
+        f"model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained({base!r}, "
+        f"num_labels={int(num_labels)}{extra}), {adapter_dir!r})",
+    ]
