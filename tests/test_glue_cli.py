@@ -280,3 +280,39 @@ def test_default_model_online_is_roberta_base(monkeypatch, glue_dir, tmp_path, c
 # ------------------------------------------------------------------------------------- report, recipes
 
 
+
+
+def test_autopeft_adapter_reproduces_the_eval_accuracy(tiny_model, glue_dir, tmp_path, capsys):
+    """The quick start's flow on a small RTE slice: the adapter, loaded with the printed lines, scores what the run did."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hidlr_hf.glue.data import load_data, tokenize
+    from hidlr_hf.glue.metrics import make_compute_metrics
+    from hidlr_hf.glue.tasks import get_task
+
+    out = tmp_path / "rte"
+    code = cli.main([
+        "--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(glue_dir), "--output_dir", str(out),
+        "--peft", "autopeft", "--max_train_samples", "32", "--max_eval_samples", "24", "--max_steps", "6",
+        "--hidlr_freeze_at", "2", "--hidlr_trainable_budget", "0.05", "--ignore_mismatched_sizes", "true", *FAST,
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    at = printed.index("Load it with:")
+    scope: dict = {}
+    exec("\n".join(line.strip() for line in printed[at + 1 : at + 4]), scope)
+    task = get_task("rte")
+    data_args = SimpleNamespace(
+        validation_file=None, validation_mismatched_file=None, data_dir=str(glue_dir), train_file=None,
+        max_train_samples=32, max_eval_samples=24,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    dev = tokenize(load_data(task, data_args), task, tokenizer, 32)["validation"]
+    evaluator = Trainer(
+        model=scope["model"], args=TrainingArguments(str(tmp_path / "eval"), report_to="none", per_device_eval_batch_size=8),
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=make_compute_metrics(task),
+    )
+    assert evaluator.evaluate(dev)["eval_accuracy"] == _json(out / "all_results.json")["eval_accuracy"]
+    assert _json(out / "adapter" / "hidlr_mask.json")["weights"]["exact"] is True
