@@ -423,3 +423,27 @@ def test_base_model_name_is_the_users_never_a_package_path(tmp_path):
     other.mkdir(parents=True)
     with pytest.warns(UserWarning, match="inside an installed package"):
         assert public_base_name(str(other)) is None
+
+
+def test_weights_are_not_claimed_exact_where_peft_cannot_express_the_mask(tmp_path):
+    gpt2().save_pretrained(tmp_path / "base")
+    load = lambda: transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")  # noqa: E731
+    trained = load()
+    mask = mask_keeping(trained, ["layers.1.attention", "layers.1.bias"])
+    kept = kept_names(mask)
+    initial = {n: p.detach().clone() for n, p in trained.named_parameters()}
+    with torch.no_grad():  # "training": every kept parameter moves
+        for n, p in trained.named_parameters():
+            if n in kept:
+                p.add_(0.05 * torch.randn_like(p))
+    export_adapter(tmp_path / "adapter", mask, trained, initial={n: initial[n] for n in kept})
+    weights = json.loads((tmp_path / "adapter" / "hidlr_mask.json").read_text())["weights"]
+    assert weights["exact"] is False and "partial_module_dropped" in weights["not_exact"][0]
+    loaded = peft.PeftModel.from_pretrained(load(), tmp_path / "adapter").eval()
+    x = torch.randint(1, 99, (3, 7))
+    with torch.no_grad():
+        assert not torch.allclose(loaded(input_ids=x).logits, trained.eval()(input_ids=x).logits, atol=1e-4)
+        # Everything but the dropped Conv1D biases is in the adapter: put those back and the two models agree.
+        for n in entry(mask, "partial_module_dropped")["kept_not_trained"]:
+            trained.get_parameter(n).copy_(initial[n])
+        torch.testing.assert_close(loaded(input_ids=x).logits, trained(input_ids=x).logits, atol=1e-5, rtol=0)
