@@ -54,18 +54,19 @@ def base_copy(model: nn.Module, initial: dict[str, torch.Tensor] | None = None) 
     from peft.tuners.tuners_utils import BaseTunerLayer
     from peft.utils.other import AuxiliaryTrainingWrapper
 
+    def strip(module: nn.Module) -> None:
+        # Replace every peft layer by the module it wraps (LoRA / BEFT / LN tuning layers, modules_to_save
+        # wrappers), top down, so that a wrapper inside a wrapped module goes too.
+        for name, child in list(module.named_children()):
+            inner = child
+            while isinstance(inner, (AuxiliaryTrainingWrapper, BaseTunerLayer)):
+                inner = inner.original_module if isinstance(inner, AuxiliaryTrainingWrapper) else inner.get_base_layer()
+            if inner is not child:
+                setattr(module, name, inner)
+            strip(inner)
+
     bare = copy.deepcopy(unwrap_model(model)).to("cpu")
-    # Replace every peft layer by the module it wraps: LoRA / BEFT / LN tuning layers and modules_to_save wrappers.
-    for path, module in list(bare.named_modules()):
-        if isinstance(module, AuxiliaryTrainingWrapper):
-            inner = module.original_module
-        elif isinstance(module, BaseTunerLayer):
-            inner = module.get_base_layer()
-        else:
-            continue
-        parent_path, _, child = path.rpartition(".")
-        parent = bare.get_submodule(parent_path) if parent_path else bare
-        setattr(parent, child, inner)
+    strip(bare)
     if hasattr(bare, "peft_config"):
         del bare.peft_config
     with torch.no_grad():

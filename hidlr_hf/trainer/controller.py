@@ -210,6 +210,7 @@ class HiDLRController:
         initial = os.path.join(checkpoint, INITIAL_FILE)
         if os.path.isfile(initial):
             self.initial = read_initial(initial, self.group_param_names())
+            self.initial_copy_bytes = copy_bytes(self.initial)
         elif self.config.hidlr_freeze_at is not None and not self.freeze_decision:
             warnings.warn(
                 f"No {INITIAL_FILE} in {checkpoint}: the groups frozen later keep their values at the freeze instead "

@@ -54,8 +54,8 @@ def not_exact_reasons(state: dict, budget=None) -> list[str]:
     """Why the run's trained model is not its base model plus the adapter's parts (empty when it is)."""
     frozen = state.get("frozen")
     if not frozen:
-        return ["the run froze no group, so every group trained for the whole run (the adapter's parts are exact, the "
-                "rest of the trained model is not the base model)"]
+        return ["no group was frozen in this run (or by this checkpoint), so every group trained: the adapter's parts "
+                "hold their trained values, but the rest of the trained model is not the base model"]
     if budget is not None:
         return [f"the selection was made again with budget {budget!r}, not the one the run froze with"]
     if not frozen.get("restored"):
