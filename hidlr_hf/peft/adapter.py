@@ -1,5 +1,5 @@
-"""Write a discovered adapter: ``adapter_config.json`` and ``adapter_model.safetensors`` (peft's), and ``hidlr_mask.json``
-(docs/METHOD.md section 12)."""
+"""Write a discovered adapter: ``adapter_config.json`` and ``adapter_model.safetensors`` (peft's), and
+``hidlr_mask.json`` (docs/METHOD.md section 12)."""
 
 from __future__ import annotations
 
