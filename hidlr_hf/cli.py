@@ -15,16 +15,20 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export",
         help="export the PEFT adapter a Hi-DLR run discovered",
-        description="Write adapter_config.json (peft) and hidlr_mask.json for the groups a Hi-DLR run kept, or, "
-        "with --budget, for the most influential groups under that budget.",
+        description="Write the trained adapter (adapter_config.json and adapter_model.safetensors, peft's format) and "
+        "hidlr_mask.json for the groups a Hi-DLR run kept, or, with --budget, for the most influential groups under "
+        "that budget.",
     )
-    export.add_argument("run", help="a run's output_dir or one of its checkpoint-* folders")
-    export.add_argument("--out", required=True, help="folder to write the adapter config and mask into")
+    export.add_argument(
+        "run", help="a run's output_dir (its last checkpoint-* when it holds no final model) or a checkpoint-* folder"
+    )
+    export.add_argument("--out", required=True, help="folder to write the adapter (config, weights) and its mask into")
     export.add_argument(
         "--budget", default=None, help="rank groups now under this budget: a fraction (0.01), a count (150000), or top3"
     )
     export.add_argument(
-        "--force", action="store_true", help="overwrite adapter_config.json / hidlr_mask.json already in --out"
+        "--force", action="store_true",
+        help="overwrite an earlier export (adapter_config.json, adapter_model.safetensors, README.md, hidlr_mask.json)",
     )
     return parser
 

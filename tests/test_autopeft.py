@@ -94,6 +94,46 @@ def test_freeze_then_resume(tmp_path):
     assert resumed.hidlr.base_rates == pytest.approx(straight.hidlr.base_rates, rel=1e-9)
 
 
+def test_frozen_groups_return_to_their_initial_values(tmp_path):
+    initial = {n: p.detach().clone() for n, p in tiny_roberta().named_parameters()}
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    cb = trainer.hidlr_controller
+    assert cb.freeze_decision["restored"] is True
+    params = dict(trainer.model.named_parameters())
+    frozen = frozen_names(trainer)
+    assert frozen
+    for name in frozen:
+        assert torch.equal(params[name], initial[name]), name  # bit for bit: the model is base + kept groups
+    assert all(not torch.equal(params[n], initial[n]) for n in params if n not in frozen)
+    # The copy covered every candidate group (all but the head): 4 bytes per fp32 parameter.
+    head = {n for k, g in enumerate(trainer.hidlr.group_names) if g == "head" for n in cb.group_param_names()[k]}
+    assert cb.initial_copy_bytes == 4 * sum(p.numel() for n, p in params.items() if n not in head)
+    # After the freeze only the kept candidate groups' copy is held (for BEFT deltas).
+    kept = cb.freeze_decision["kept"]
+    assert set(cb.initial) == {k for k, keep in enumerate(kept) if keep and trainer.hidlr.group_names[k] != "head"}
+
+
+def test_resume_before_and_after_the_freeze_restores_the_initial_values(tmp_path):
+    initial = {n: p.detach().clone() for n, p in tiny_roberta().named_parameters()}
+    common = dict(max_steps=8, save_strategy="steps", save_steps=2)
+    straight = make_trainer(tmp_path / "a", **common)
+    straight.train()
+    before, after = tmp_path / "a" / "checkpoint-2", tmp_path / "a" / "checkpoint-4"
+    assert (before / "hidlr_initial.safetensors").stat().st_size > (after / "hidlr_initial.safetensors").stat().st_size
+    a = dict(straight.model.named_parameters())
+    for ckpt in (before, after):
+        # Another random start: the initial values must come from the checkpoint, not from this model.
+        resumed = make_trainer(tmp_path / ckpt.name, model=tiny_roberta(seed=3), **common)
+        resumed.train(resume_from_checkpoint=str(ckpt))
+        assert resumed.hidlr_controller.freeze_decision["kept"] == straight.hidlr_controller.freeze_decision["kept"]
+        b = dict(resumed.model.named_parameters())
+        for name in frozen_names(resumed):
+            assert torch.equal(b[name], initial[name]), (ckpt.name, name)
+        for name in a:
+            assert torch.allclose(a[name], b[name], rtol=0, atol=1e-6), (ckpt.name, name)
+
+
 def kept_set(trainer):
     cb = trainer.hidlr_controller
     names = cb.group_param_names()
@@ -127,6 +167,81 @@ def test_export_round_trip_with_peft(tmp_path):
     )
 
 
+def saved_base(tmp_path):
+    """A tiny base model saved to a folder, as a user's `from_pretrained(path)` base."""
+    path = tmp_path / "base"
+    tiny_roberta().save_pretrained(path)
+    return str(path)
+
+
+def eval_logits(model):
+    data = toy_dataset(n=24, seed=7)
+    model.eval()
+    with torch.no_grad():
+        return model(
+            input_ids=torch.tensor(data["input_ids"]), attention_mask=torch.tensor(data["attention_mask"])
+        ).logits
+
+
+def load_adapter(base, adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    return PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, num_labels=2), adapter)
+
+
+@pytest.mark.parametrize(
+    "grouping, budget, config_type",
+    [
+        ("module_type_by_layer", "0.2", "BeftConfig"),
+        ("module_type", "top1", "LNTuningConfig"),  # the embeddings
+        ("module_type", "top2", "LNTuningConfig"),
+    ],
+)
+def test_exported_adapter_reproduces_the_run(tmp_path, grouping, budget, config_type):
+    from peft import PeftConfig
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    trainer = make_trainer(
+        tmp_path / "run", model=AutoModelForSequenceClassification.from_pretrained(base),
+        hidlr_grouping=grouping, hidlr_trainable_budget=budget,
+    )
+    trainer.train()
+    out = tmp_path / "adapter"
+    summary = trainer.export_peft_config(str(out))
+    assert (out / "adapter_model.safetensors").is_file() and "reproduces the trained model" in summary
+    config = PeftConfig.from_pretrained(str(out))
+    assert type(config).__name__ == config_type
+    assert config.base_model_name_or_path == base  # the path the user loaded the base from
+    mask = json.loads((out / "hidlr_mask.json").read_text())
+    assert mask["weights"]["exact"] is True and mask["weights"]["not_exact"] == []
+    loaded = load_adapter(base, str(out))
+    torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
+
+
+def test_exported_lora_adapter_reproduces_the_run(tmp_path):
+    from peft import LoraConfig, PeftConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    model = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(base),
+        LoraConfig(task_type="SEQ_CLS", r=4, target_modules="all-linear"),
+    )
+    trainer = make_trainer(tmp_path / "run", model=model, hidlr_trainable_budget="top2")
+    trainer.train()
+    out = tmp_path / "adapter"
+    trainer.export_peft_config(str(out))
+    config = PeftConfig.from_pretrained(str(out))
+    assert type(config).__name__ == "LoraConfig" and config.base_model_name_or_path == base
+    assert json.loads((out / "hidlr_mask.json").read_text())["weights"]["exact"] is True
+    loaded = load_adapter(base, str(out))
+    # A module with one kept factor gets both in peft; the frozen factor is back at its initial value, so the
+    # function is the same.
+    torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
+
+
 def test_export_command_line(tmp_path, capsys):
     trainer = make_trainer(tmp_path / "run")
     trainer.train()
@@ -139,6 +254,28 @@ def test_export_command_line(tmp_path, capsys):
     assert hidlr_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "top1"), "--budget", "top1"]) == 0
     mask = json.loads((tmp_path / "top1" / "hidlr_mask.json").read_text())
     assert sum(g["kept"] and not g["is_head"] for g in mask["groups"]) == 1
+    # Not the selection the run froze with: the weights are written but not claimed to reproduce the run.
+    assert mask["weights"]["exact"] is False and "budget" in mask["weights"]["not_exact"][0]
+    assert "NOT an exact copy" in capsys.readouterr().out
+
+
+def test_export_from_a_run_folder_with_only_checkpoints(tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    run = tmp_path / "run"
+    trainer = make_trainer(
+        run, model=AutoModelForSequenceClassification.from_pretrained(base), save_strategy="steps", save_steps=4,
+    )
+    trainer.train()  # no save_model: the run folder holds checkpoint-4, checkpoint-8 and the final Hi-DLR state
+    assert not (run / "config.json").exists() and (run / "checkpoint-8" / "config.json").is_file()
+    assert hidlr_main(["export", str(run), "--out", str(tmp_path / "adapter")]) == 0
+    out = capsys.readouterr().out
+    assert f"exported its last checkpoint, {run / 'checkpoint-8'}" in out
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == base  # the name the run was given, not the checkpoint's path
+    loaded = load_adapter(base, str(tmp_path / "adapter"))
+    torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
 
 
 def test_export_without_hidlr_state_is_one_line_error(tmp_path, capsys):

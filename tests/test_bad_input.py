@@ -234,10 +234,11 @@ def test_export_never_overwrites_an_earlier_export_unless_forced(finished_run, t
     assert hidlr_main(["export", str(finished_run), "--out", str(out), "--budget", "top1"]) == 0
     capsys.readouterr()
     before = {name: (out / name).read_bytes() for name in files_under(out)}
-    assert set(before) == {"notes.txt", "adapter_config.json", "hidlr_mask.json"}
+    assert set(before) == {"notes.txt", "adapter_config.json", "adapter_model.safetensors", "README.md", "hidlr_mask.json"}
 
     line = export_error(capsys, ["export", str(finished_run), "--out", str(out), "--budget", "top2"])
-    assert f"--out {out} already holds adapter_config.json, hidlr_mask.json; pass --force" in line
+    assert (f"--out {out} already holds adapter_config.json, adapter_model.safetensors, README.md, hidlr_mask.json; "
+            "pass --force") in line
     assert {name: (out / name).read_bytes() for name in files_under(out)} == before
 
     assert hidlr_main(["export", str(finished_run), "--out", str(out), "--budget", "top2", "--force"]) == 0

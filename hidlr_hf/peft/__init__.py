@@ -2,7 +2,10 @@
 
 * :mod:`~hidlr_hf.peft.mask`: the JSON mask of a selection (``hidlr_mask.json``) and its depth-independent form;
 * :mod:`~hidlr_hf.peft.config`: the closest faithful ``peft`` config for a mask's kept set, and what it cannot express;
-* :mod:`~hidlr_hf.peft.adapter`: writing both files into an adapter folder;
+* :mod:`~hidlr_hf.peft.weights`: the trained values of what the config adapts, written by peft itself
+  (``adapter_model.safetensors``), and whether they rebuild the trained model on the base;
+* :mod:`~hidlr_hf.peft.base_name`: the base model's name the adapter records (never a path inside a package);
+* :mod:`~hidlr_hf.peft.adapter`: writing the adapter folder (config, weights, mask);
 * :mod:`~hidlr_hf.peft.transfer`: applying a selection to another model of the same family.
 
 Depends on :mod:`hidlr_hf.core` and, inside the functions that need it, on the ``peft`` library; importing this

@@ -25,13 +25,14 @@ from typing import Optional
 import torch
 
 from hidlr_hf.core.engine import HiDLR
-from hidlr_hf.core.freezing import drop_frozen_grads, freeze_groups
+from hidlr_hf.core.freezing import copy_bytes, copy_groups, drop_frozen_grads, freeze_groups
 from hidlr_hf.core.grouping import is_head_group
 from hidlr_hf.core.selection import group_records, select
 from hidlr_hf.errors import HiDLRError
 
 from . import internals
 from .config import HiDLRConfig
+from .initial import INITIAL_FILE, read_initial, write_initial
 from .optimizer import build_optimizer, check_supported
 from .state import STATE_FILE, read_state, run_state, write_state
 
@@ -48,7 +49,11 @@ class HiDLRController:
     Attributes:
         engine: the :class:`~hidlr_hf.HiDLR` engine of the current training (None before ``train()``).
         freeze_decision: what automatic PEFT decided (``step``, ``kept``, ``rank``, ``budget``, ``total_params``,
-            ``trainable_params``), None until groups are frozen.
+            ``trainable_params``, ``restored``: whether frozen groups went back to their initial values), None until
+            groups are frozen.
+        initial: ``{group index: CPU tensors}``, the values candidate groups had when training started (automatic
+            PEFT only; :mod:`hidlr_hf.trainer.initial`): every candidate group until the freeze, the kept ones after.
+        initial_copy_bytes: the memory the copy took when training started (4 bytes per candidate parameter in fp32).
     """
 
     def __init__(self, trainer, config: HiDLRConfig):
@@ -63,6 +68,8 @@ class HiDLRController:
         self._train_started = None
         self._probe_seconds_at_start = 0.0
         self._group_param_names: Optional[list] = None
+        self.initial: Optional[dict] = None
+        self.initial_copy_bytes = 0
         # Bad input fails here, when the Trainer is built, rather than after the first optimizer step.
         if trainer.train_dataset is not None:
             self.check_train_dataset(trainer.train_dataset)
@@ -154,10 +161,24 @@ class HiDLRController:
         self._probe_seconds_at_start = 0.0
         # A second train() call on the same Trainer starts from scratch unless it resumes.
         self.freeze_decision, self._group_param_names, self._collator = None, None, None
+        self.initial = None
         if self.resume_from is not None:
             self._load_state(self.resume_from)
             self._probe_seconds_at_start = self.engine.probe_seconds
             self.resume_from = None
+        elif self.config.hidlr_freeze_at is not None:
+            self._copy_initial()
+
+    def _copy_initial(self) -> None:
+        """Copy the candidate groups (all but the head, which is always kept) before their first step: honest
+        freezing puts the frozen ones back to these values. On CPU, so an accelerator pays nothing for it."""
+        candidates = [k for k, name in enumerate(self.engine.group_names) if not is_head_group(name)]
+        self.initial = copy_groups(self.engine, candidates, device="cpu")
+        self.initial_copy_bytes = copy_bytes(self.initial)
+        logger.info(
+            "Hi-DLR automatic PEFT: initial values of %d candidate groups copied to CPU (%.1f MB) for the freeze.",
+            len(candidates), self.initial_copy_bytes / 1e6,
+        )
 
     def before_optimizer_step(self) -> None:
         """At ``on_pre_optimizer_step``: gradients are final; prepare a probe round when one is due."""
@@ -208,8 +229,20 @@ class HiDLRController:
         )
 
     def save_state(self, folder: str) -> str:
-        """Write ``hidlr_state.json`` into ``folder`` atomically; returns its path."""
-        return write_state(folder, self.state())
+        """Write ``hidlr_state.json`` into ``folder`` atomically, and beside it the initial values still held
+        (``hidlr_initial.safetensors``, automatic PEFT); returns the state's path."""
+        path = write_state(folder, self.state())
+        stale = os.path.join(folder, INITIAL_FILE)
+        if self.initial:
+            write_initial(folder, self.initial, self.group_param_names())
+        elif os.path.isfile(stale):
+            os.remove(stale)  # a copy from an earlier save of this folder no longer matches the state
+        return path
+
+    def initial_by_name(self) -> dict:
+        """The initial values still held, by parameter name (empty without automatic PEFT)."""
+        names = self.group_param_names()
+        return {n: t for k, saved in (self.initial or {}).items() for n, t in zip(names[k], saved)}
 
     def _load_state(self, checkpoint: str) -> None:
         path = os.path.join(checkpoint, STATE_FILE)
@@ -222,7 +255,18 @@ class HiDLRController:
         saved = read_state(path)
         self.engine.load_state_dict(saved["engine"])
         self.freeze_decision = saved.get("frozen")
+        initial = os.path.join(checkpoint, INITIAL_FILE)
+        if os.path.isfile(initial):
+            self.initial = read_initial(initial, self.group_param_names())
+            self.initial_copy_bytes = copy_bytes(self.initial)
+        elif self.config.hidlr_freeze_at is not None and not self.freeze_decision:
+            warnings.warn(
+                f"No {INITIAL_FILE} in {checkpoint}: the groups frozen later keep their values at the freeze instead "
+                "of returning to their pretrained values, and the exported adapter will not reproduce the run.",
+                stacklevel=2,
+            )
         if self.freeze_decision:
+            # The checkpoint's model already holds the frozen groups at their initial values.
             freeze_groups(self.engine, self.freeze_decision["kept"])
 
     # -- probes --------------------------------------------------------------------------------------
@@ -323,6 +367,19 @@ class HiDLRController:
         records = group_records(engine.group_names, self.group_param_names(), engine.group_sizes(), engine.influence.mean)
         total = sum(p.numel() for p in self.trainer.model.parameters())
         selection = select(records, budget, total)
+        restored = self.initial is not None and all(
+            k in self.initial for k, keep in enumerate(selection.kept) if not keep
+        )
+        if not restored:
+            warnings.warn(
+                "Freezing without the initial values of the frozen groups (taken when training starts with "
+                "--hidlr_freeze_at): they keep the values they reached, so the model is not base model + kept groups.",
+                stacklevel=2,
+            )
+        freeze_groups(engine, selection.kept, initial=self.initial if restored else None)
+        # Frozen groups now sit at their initial values in the model itself; the kept ones' copy stays (it is the
+        # budget's size) for adapters that store a change from the base (BEFT biases).
+        self.initial = {k: v for k, v in (self.initial or {}).items() if selection.kept[k]} if restored else None
         self.freeze_decision = {
             "step": engine.num_steps,
             "kept": list(selection.kept),
@@ -330,8 +387,8 @@ class HiDLRController:
             "budget": selection.budget,
             "total_params": selection.total_params,
             "trainable_params": selection.trainable_params,
+            "restored": restored,
         }
-        freeze_groups(engine, selection.kept)
         logger.info(
             "Hi-DLR automatic PEFT at step %d: kept %s (%d of %d parameters, %.3f%%).",
             engine.num_steps,

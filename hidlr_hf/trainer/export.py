@@ -15,13 +15,19 @@ from hidlr_hf.core.selection import Selection, group_records, select
 from hidlr_hf.errors import HiDLRError
 from hidlr_hf.files import check_writable_dir
 from hidlr_hf.peft import build_mask, export_adapter
+from hidlr_hf.peft.base_name import public_base_name
 
+from .initial import INITIAL_FILE, read_initial_by_name
 from .state import find_state_file, read_state
 
-# What an export writes into its folder (peft's config, then the mask).
-EXPORT_FILES = ("adapter_config.json", "hidlr_mask.json")
+# What an export writes into its folder: peft's config, weights and model card (peft's save_pretrained writes a
+# README.md), then the mask.
+EXPORT_FILES = ("adapter_config.json", "adapter_model.safetensors", "README.md", "hidlr_mask.json")
 
-__all__ = ["EXPORT_FILES", "export_from_dir", "export_state", "load_model_for", "mean_influence", "selection_from_state"]
+__all__ = [
+    "EXPORT_FILES", "export_from_dir", "export_state", "load_model_for", "model_folder", "mean_influence",
+    "not_exact_reasons", "selection_from_state",
+]
 
 
 def mean_influence(engine_state: dict) -> list[float]:
@@ -51,9 +57,25 @@ def selection_from_state(state: dict, budget=None) -> Selection:
     return select(records, budget, total)
 
 
-def export_state(state: dict, model, out_dir: str, budget=None, selection: Optional[Selection] = None) -> str:
-    """Write ``adapter_config.json`` and ``hidlr_mask.json`` for ``state`` on ``model``; returns the summary.
+def not_exact_reasons(state: dict, budget=None) -> list[str]:
+    """Why the run's trained model is not its base model plus the adapter's parts (empty when it is)."""
+    frozen = state.get("frozen")
+    if not frozen:
+        return ["no group was frozen in this run (or by this checkpoint), so every group trained: the adapter's parts "
+                "hold their trained values, but the rest of the trained model is not the base model"]
+    if budget is not None:
+        return [f"the selection was made again with budget {budget!r}, not the one the run froze with"]
+    if not frozen.get("restored"):
+        return ["the frozen groups kept the values they reached at the freeze instead of returning to their initial "
+                "values (no initial copy: freeze set outside --hidlr_freeze_at, or a resume without "
+                "hidlr_initial.safetensors)"]
+    return []
 
+
+def export_state(state: dict, model, out_dir: str, budget=None, initial=None,
+                 selection: Optional[Selection] = None) -> str:
+    """Write ``adapter_config.json``, ``adapter_model.safetensors`` and ``hidlr_mask.json`` for ``state`` on the
+    trained ``model``; returns the summary. ``initial``: the run's initial values of kept parameters, by name.
     ``selection`` (from :func:`selection_from_state`) when the caller has made it already, else it is made here."""
     selection = selection if selection is not None else selection_from_state(state, budget)
     facts = state.get("model", {})
@@ -64,7 +86,10 @@ def export_state(state: dict, model, out_dir: str, budget=None, selection: Optio
         scheme=state.get("settings", {}).get("hidlr_grouping", "module_type"),
         base_model_prefix=facts.get("base_model_prefix"),
     )
-    return export_adapter(out_dir, mask, model)
+    return export_adapter(
+        out_dir, mask, model, initial=initial, base_model_name_or_path=public_base_name(facts.get("name_or_path")),
+        not_exact=not_exact_reasons(state, budget),
+    )
 
 
 def load_model_for(folder: str, state: dict):
@@ -94,12 +119,28 @@ def _auto_model_class(state: dict):
     return cls
 
 
+def _has_model(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("config.json", "adapter_config.json"))
+
+
+def model_folder(run_or_checkpoint: str) -> str:
+    """The folder to export from: ``run_or_checkpoint`` when it holds a model, else the run's last ``checkpoint-*``
+    (transformers' ``get_last_checkpoint``), else ``run_or_checkpoint`` (which then fails with a clear error)."""
+    if _has_model(run_or_checkpoint) or not os.path.isdir(run_or_checkpoint):
+        return run_or_checkpoint
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(run_or_checkpoint) or run_or_checkpoint
+
+
 def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None, force: bool = False) -> str:
-    """``hidlr export``: find the newest Hi-DLR state under ``run_or_checkpoint`` and export its adapter.
+    """``hidlr export``: export the adapter of a run folder (its final model, or its last checkpoint when it has no
+    final model: the summary then says which) or of one checkpoint folder.
 
     Everything that can be refused is checked before anything is written: the state file, the budget, files an
     earlier export left in ``out_dir`` (overwritten only with ``force``), and whether ``out_dir`` is writable."""
-    path = find_state_file(run_or_checkpoint)
+    folder = model_folder(run_or_checkpoint)
+    path = find_state_file(folder)
     state = read_state(path)
     # The selection's warnings (groups never measured, ...) are shown only if the export goes ahead, so a refusal
     # stays one line on stderr.
@@ -119,5 +160,11 @@ def export_from_dir(run_or_checkpoint: str, out_dir: str, budget=None, force: bo
     check_writable_dir(out_dir, "--out")
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    model = load_model_for(os.path.dirname(path), state)
-    return export_state(state, model, out_dir, selection=selection)
+    folder = os.path.dirname(path)
+    model = load_model_for(folder, state)
+    initial_path = os.path.join(folder, INITIAL_FILE)
+    initial = read_initial_by_name(initial_path) if os.path.isfile(initial_path) else None
+    summary = export_state(state, model, out_dir, budget, initial=initial, selection=selection)
+    if os.path.normpath(folder) != os.path.normpath(run_or_checkpoint):
+        summary = f"{run_or_checkpoint} holds no final model; exported its last checkpoint, {folder}.\n" + summary
+    return summary

@@ -9,7 +9,8 @@ Plain JSON, nothing pickled (docs/METHOD.md section 11)::
      "settings": {"hidlr_every": ..., ...},             # every hidlr_* setting of the run
      "groups": [{"name", "param_names", "numel"}, ...], # one per Hi-DLR group, in the optimizer's order
      "frozen": null | {"step", "kept", "rank", "budget", "total_params", "trainable_params"},
-     "model": {"class", "model_type", "num_layers", "base_model_prefix", "is_peft", "total_params"}}
+     "model": {"class", "model_type", "num_layers", "base_model_prefix", "is_peft", "total_params",
+               "name_or_path"}}                  # name_or_path: what the model was loaded from, for the adapter
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def model_facts(model) -> dict:
         "base_model_prefix": getattr(inner, "base_model_prefix", None),
         "is_peft": hasattr(model, "peft_config"),
         "total_params": sum(p.numel() for p in model.parameters()),
+        # The name the model was loaded from (a Hub id or the user's path), recorded while training: a model
+        # re-loaded from a checkpoint for export carries the checkpoint's path instead.
+        "name_or_path": getattr(config, "_name_or_path", None) or None,
     }
 
 

@@ -55,7 +55,7 @@ class HiDLRTrainer(Trainer):
             self.hidlr_controller.save_state(output_dir or self.args.output_dir)
 
     def export_peft_config(self, out_dir: str, budget=None) -> str:
-        """Write the discovered adapter (``adapter_config.json`` + ``hidlr_mask.json``) to ``out_dir``.
+        """Write the discovered adapter (``adapter_config.json``, ``adapter_model.safetensors``, ``hidlr_mask.json``).
 
         Uses the selection made by automatic PEFT, or, if none was made, ranks groups now under ``budget``
         (default ``--hidlr_trainable_budget``). Returns the human summary, also printed. In a multi-process run only
@@ -66,6 +66,7 @@ class HiDLRTrainer(Trainer):
         if not self.is_world_process_zero():
             return ""
         check_writable_dir(out_dir, "out_dir")
-        summary = export_state(self.hidlr_controller.state(), self.model, out_dir, budget=budget)
+        controller = self.hidlr_controller
+        summary = export_state(controller.state(), self.model, out_dir, budget=budget, initial=controller.initial_by_name())
         print(summary)
         return summary
