@@ -1,7 +1,8 @@
 """A small Trainer script for the multi-process tests: tiny RoBERTa, toy data, HiDLRTrainer, `--hidlr_*` flags.
 
 Run as ``python train_tiny.py --output_dir D ...``, under ``torchrun``, or under ``accelerate launch``; rank 0
-writes ``D/result.json`` with the final rates, influence and a parameter checksum.
+writes ``D/result.json`` with the final rates, influence and a parameter checksum, and ``D/final_state.pt`` with
+every parameter, the optimizer's and the scheduler's state and the Hi-DLR state (for bit-for-bit comparisons).
 """
 
 import json
@@ -53,8 +54,21 @@ def main():
         }
         with open(os.path.join(args.output_dir, "result.json"), "w") as fh:
             json.dump(result, fh)
+        torch.save(final_state(trainer), os.path.join(args.output_dir, "final_state.pt"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def final_state(trainer) -> dict:
+    """Everything a resumed run must reproduce exactly: parameters, optimizer and scheduler state, Hi-DLR state."""
+    hidlr = trainer.hidlr.state_dict()
+    hidlr.pop("probe_seconds")  # wall-clock, the one thing allowed to differ
+    return {
+        "params": {n: p.detach().clone() for n, p in trainer.model.named_parameters()},
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.lr_scheduler.state_dict(),
+        "hidlr": hidlr,
+    }
 
 
 if __name__ == "__main__":
