@@ -89,6 +89,13 @@ def test_freeze_under_ddp_then_resume_on_other_world_sizes(tmp_path):
               "--save_strategy", "steps", "--save_steps", "4"]
     first = run("torchrun", tmp_path / "ddp", *TWO, *freeze)
     assert first["kept"] is not None and not all(first["kept"])
+    # Gradient clipping (on by default) sees the kept groups' gradients only, as in one process: the frozen groups'
+    # gradients, which DDP still computes, are dropped before the clip norm is taken; counted, they clipped the kept
+    # groups harder than one process does.
+    one = run("single", tmp_path / "one", *ONE, *freeze)
+    assert one["kept"] == first["kept"]
+    assert len(first["clipped"]) == 6 and first["clipped"] == one["clipped"]
+    assert first["clipped"][3] < first["clipped"][2]  # frozen after step 3
     ckpt = tmp_path / "ddp" / "checkpoint-4"
     assert (ckpt / "hidlr_state.json").is_file()
     assert json.loads((ckpt / "hidlr_state.json").read_text())["frozen"]["kept"] == first["kept"]
@@ -185,6 +192,34 @@ def test_two_process_glue_runs_end_cleanly_every_time(tmp_path, tiny_bert):
         for folder in (out, out / "checkpoint-2", out / "checkpoint-4"):
             assert (folder / "hidlr_state.json").is_file()
             assert not [n for n in os.listdir(folder) if n.endswith(".tmp") or "write_probe" in n], os.listdir(folder)
+
+
+def run_engine_ranks(tmp_path, mode):
+    """``tests/scripts/engine_ranks.py``: the engine alone on 2 gloo processes; the two ranks' results."""
+    script = REPO / "tests" / "scripts" / "engine_ranks.py"
+    proc = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_a_probe_failing_on_one_rank_is_discarded_on_all(tmp_path):
+    """A closure that raises on one rank only: that rank sends NaN losses instead of leaving the others waiting in
+    the all-reduce, every rank discards the round, and the run goes on with identical rates and parameters."""
+    zero, one = run_engine_ranks(tmp_path, "one_rank_fails")
+    assert zero["error"] is None and one["error"] is None
+    assert [s == "ok" for s in zero["statuses"]] == [s == "ok" for s in one["statuses"]] == [True, True, False, True]
+    assert "RuntimeError: probe batch failed on rank 1 only" in one["statuses"][2]
+    assert "non-finite probe loss" in zero["statuses"][2]
+    assert zero["rates"] == one["rates"] and zero["rates"][2] == zero["rates"][1]
+    assert zero["params"] == one["params"]
+
+
+def test_ranks_with_different_rates_are_an_error_on_every_rank(tmp_path):
+    """_sync_check provoked: rates changed on one rank behind the engine's back are caught after the next round."""
+    results = run_engine_ranks(tmp_path, "mismatch")
+    for result in results:
+        assert result["error"] and "rates differ across ranks after step 2" in result["error"]
+        assert len(result["statuses"]) == 2  # steps 0 and 1 ran; step 2 raised
 
 
 class _FakeArgs:

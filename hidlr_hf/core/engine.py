@@ -238,6 +238,13 @@ class HiDLR:
         self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs, "optimizer_state": saved}
         return True
 
+    def abandon_step(self) -> bool:
+        """Undo a step prepared by :meth:`pre_step` whose ``optimizer.step()`` raised, as :meth:`step` does itself (a
+        framework that calls ``optimizer.step()`` calls this when it fails). Returns whether a step was pending."""
+        pending = self._pending is not None
+        self._abandon()
+        return pending
+
     def post_step(self, closure: Optional[Callable[[], torch.Tensor]] = None, skipped: bool = False) -> Optional[Estimate]:
         """Second half of :meth:`step`: runs the prepared probe round, sets rates, takes the step.
 
@@ -368,22 +375,32 @@ class HiDLR:
 
             def evaluate(xis: torch.Tensor) -> torch.Tensor:
                 nonlocal round_passes
-                losses = []
+                losses, failure = [], None
                 for xi in xis:
                     moved = [k for k in active if xi[k] != 0]
                     for k in moved:
                         move(params[k], snapshot[k], direction[k], float(xi[k]) * self.base_rates[k])
                     try:
                         losses.append(scalar_loss(closure()))
+                    except Exception as exc:  # noqa: BLE001 - re-raised below, once every rank knows
+                        failure = exc
+                        break
                     finally:
                         for k in moved:
                             assign(params[k], snapshot[k])
                     round_passes += 1
+                if failure is not None:
+                    # The other ranks must not wait in the all-reduce for losses this rank will never send: it sends
+                    # NaN instead, so every rank sees a non-finite mean and discards the round with it.
+                    nan = losses[0].new_full((), math.nan) if losses else torch.tensor(math.nan, dtype=torch.float64)
+                    losses += [nan] * (len(xis) - len(losses))
                 if not losses:
                     return torch.zeros(0, dtype=torch.float64)
                 values = distributed.reduce_losses(torch.stack(losses), self.loss_reduce)
+                if failure is not None:
+                    raise failure
                 if not bool(torch.isfinite(values).all()):
-                    raise _Discard("non-finite probe loss")
+                    raise _Discard("non-finite probe loss (on this rank or another)")
                 return values
 
             phase, verified = self.control.phase, None

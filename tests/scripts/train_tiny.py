@@ -34,6 +34,7 @@ def main():
     )
     model = RobertaForSequenceClassification(cfg)
     trainer = HiDLRTrainer(model=model, args=args, train_dataset=toy_dataset(n=script.rows))
+    clipped = record_clipping(trainer)
     trainer.train(resume_from_checkpoint=script.resume)
     engine = trainer.hidlr
     if trainer.is_world_process_zero():
@@ -46,6 +47,7 @@ def main():
             "rounds": engine.num_rounds,
             "history": [{k: h[k] for k in ("step", "phase", "status", "loss")} for h in engine.history],
             "steps": trainer.state.global_step,
+            "clipped": clipped,
             "logged_rate_keys": sorted(k for h in trainer.state.log_history for k in h if k.startswith("hidlr/lr/")),
             "params": {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters()},
             "kept": frozen["kept"] if frozen else None,
@@ -57,6 +59,20 @@ def main():
         torch.save(final_state(trainer), os.path.join(args.output_dir, "final_state.pt"))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def record_clipping(trainer) -> list:
+    """For each gradient clipping, the number of parameters whose gradient it sees (Hi-DLR wraps the clipping when
+    training starts, around this recorder)."""
+    counts, clip = [], trainer.accelerator.clip_grad_norm_
+
+    def clip_grad_norm_(parameters, *args, **kwargs):
+        parameters = list(parameters)
+        counts.append(sum(p.grad is not None for p in parameters))
+        return clip(parameters, *args, **kwargs)
+
+    trainer.accelerator.clip_grad_norm_ = clip_grad_norm_
+    return counts
 
 
 def final_state(trainer) -> dict:
