@@ -262,9 +262,10 @@ class HiDLR:
         if closure is None:
             self._abandon(pending)
             raise HiDLRError("A probe round was prepared but post_step() got no closure; pass the probe-loss closure.")
+        snapshot, params = pending["snapshot"], pending["params"]
         try:
             direction = {
-                k: [displacement(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(pending["snapshot"][k], pending["params"][k])]
+                k: [displacement(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(snapshot[k], params[k])]
                 for k in pending["active"]
             }
         except BaseException:
@@ -400,7 +401,8 @@ class HiDLR:
                 if failure is not None:
                     raise failure
                 if not bool(torch.isfinite(values).all()):
-                    raise _Discard("non-finite probe loss (on this rank or another)")
+                    where = " (on this rank or another)" if distributed.world_size() > 1 else ""
+                    raise _Discard(f"non-finite probe loss{where}")
                 return values
 
             phase, verified = self.control.phase, None
