@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 
 from hidlr_hf.errors import HiDLRError
@@ -28,12 +29,15 @@ def write_json_atomic(path, obj, **dump_kwargs) -> str:
 
 def check_writable_dir(path, flag: str) -> None:
     """Create ``path`` and write a probe file there, so an unwritable folder fails now rather than after training;
-    ``flag`` names the option that chose the folder (the error says to pass another)."""
-    probe = os.path.join(path, ".hidlr_write_probe")
+    ``flag`` names the option that chose the folder (the error says to pass another).
+
+    Every process of a multi-process launch checks the same folder at the same moment, before any process group
+    exists to elect one of them: each writes a probe file of its own name, so no process removes another's.
+    """
     try:
         os.makedirs(path, exist_ok=True)
-        with open(probe, "w") as fh:
-            fh.write("ok")
+        fd, probe = tempfile.mkstemp(prefix=".hidlr_write_probe.", dir=path)
+        os.close(fd)
         os.remove(probe)
     except OSError as err:
         raise HiDLRError(f"cannot write to {flag} {path} ({err.strerror or err}); pass {flag} with a folder you can write") from None

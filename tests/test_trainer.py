@@ -252,3 +252,47 @@ def test_every_scheduler_multiplies_base_rates(tmp_path, scheduler):
     # Every group's rate in force is its base rate times one common schedule multiplier.
     ratios = {round(lr / base, 9) for lr, base in zip(engine.rates_in_force(), engine.base_rates)}
     assert len(ratios) == 1
+
+
+def test_out_of_memory_inside_the_optimizer_step_leaves_no_unit_rate_behind(tmp_path):
+    """The Trainer calls optimizer.step() itself, so an error there leaves the probe step's unit learning rate in the
+    optimizer. The next train() on the same Trainer (a retry, auto_find_batch_size) undoes that step first: the
+    parameters are those before it and the learning rates the Hi-DLR rates, not 1."""
+
+    class FailOnce(TrainerCallback):
+        armed, before, seen = True, None, None
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            if self.armed and state.global_step == 2:
+                self.armed = False
+                opt = trainer.optimizer.optimizer  # under accelerate's wrapper
+                self.before = [p.detach().clone() for p in trainer.model.parameters()]
+                real = opt.step
+
+                def step(*a, **k):
+                    opt.step = real
+                    real(*a, **k)  # parameters moved at the unit rate, then memory runs out
+                    raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+                opt.step = step
+
+        def on_train_begin(self, args, state, control, **kwargs):  # runs after Hi-DLR's own (first in line)
+            if not self.armed:
+                self.seen = ([p.detach().clone() for p in trainer.model.parameters()], [g["lr"] for g in trainer.optimizer.param_groups])
+
+    args = HiDLRTrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, report_to="none", learning_rate=1e-4,
+        seed=0, save_strategy="no", disable_tqdm=True, hidlr_every="1",
+    )
+    trainer = HiDLRTrainer(model=tiny_roberta(), args=args, train_dataset=toy_dataset())
+    fail = FailOnce()
+    trainer.add_callback(fail)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.train()
+    assert max(g["lr"] for g in trainer.optimizer.param_groups) == 1.0  # what the error left
+    trainer.train()
+    params, lrs = fail.seen
+    for p, w in zip(params, fail.before):
+        assert torch.equal(p, w)
+    assert max(lrs) < 1e-2  # the rates Hi-DLR set (under the new train()'s schedule), not the unit rate
+    assert trainer.state.global_step == 4 and trainer.hidlr.num_rounds == 4

@@ -37,3 +37,28 @@ def fault_run(trust_region=2.0):
     opt.zero_grad()
     mse(a, b, X[:8], y[:8]).backward()
     return X, y, model, opt, hidlr
+
+
+def optimizer_state(opt):
+    """A copy of every parameter's optimizer state, in param-group order (None where a parameter has none)."""
+    out = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            entry = opt.state.get(p)
+            out.append(None if not entry else {k: v.clone() if torch.is_tensor(v) else v for k, v in entry.items()})
+    return out
+
+
+def assert_same_state(got, want):
+    """Two :func:`optimizer_state` copies are equal bit for bit: the same keys, every tensor ``torch.equal``."""
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert (a is None) == (b is None), i
+        if a is None:
+            continue
+        assert sorted(a) == sorted(b), i
+        for key in a:
+            if torch.is_tensor(b[key]):
+                assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), (i, key)
+            else:
+                assert a[key] == b[key], (i, key)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from hidlr_hf.errors import HiDLRError
+
 
 def world_size() -> int:
     """Number of processes of the initialised default group; 1 without ``torch.distributed``."""
@@ -41,3 +43,29 @@ def min_max_across_ranks(values: list[float]) -> tuple[torch.Tensor, torch.Tenso
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     return low, high
+
+
+def reduce_losses(losses: torch.Tensor, loss_reduce) -> torch.Tensor:
+    """``losses`` averaged over ranks with ``loss_reduce`` (``"auto"``: :func:`mean_across_ranks` when there are
+    several, a callable, or None), as float64 on the CPU."""
+    losses = losses.detach()
+    reduce = loss_reduce
+    if reduce == "auto":
+        reduce = mean_across_ranks if world_size() > 1 else None
+    if reduce is not None:
+        losses = reduce(losses)
+    return losses.to("cpu", torch.float64)
+
+
+def check_same_rates(rates: list[float], loss_reduce, step: int) -> None:
+    """All ranks must hold identical rates after a round; a mismatch is a :class:`HiDLRError`, never ignored.
+
+    Checked only where the engine reduces losses itself (``loss_reduce="auto"``) over several ranks."""
+    if loss_reduce != "auto" or world_size() <= 1:
+        return
+    low, high = min_max_across_ranks(rates)
+    if not torch.equal(low, high):
+        raise HiDLRError(
+            f"Hi-DLR rates differ across ranks after step {step} (min {low.tolist()}, max {high.tolist()}); every "
+            "rank must run the same probe rounds."
+        )

@@ -19,7 +19,6 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -27,9 +26,12 @@ import torch
 from hidlr_hf.errors import HiDLRError
 
 from . import defaults, distributed, estimation
+from .estimation import Estimate
 from .influence import InfluenceTracker, round_influence
 from .linearity import check_linearity, refuse_known_nonlinear
-from .params import UNIT_RATE, assign, displacement, innermost_optimizer, lr_value, move, set_lr, tie_groups
+from .params import (
+    UNIT_RATE, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state, set_lr, tie_groups,
+)
 from .probing import ProbeSettings, measure, probe_context, scalar_loss
 from .rates import INACTIVE, RateControl, RateSettings
 from .schedule import ProbeSchedule
@@ -37,45 +39,6 @@ from .schedule import ProbeSchedule
 STATE_VERSION = 2  # version 1 (hidlr-hf before the phased rate control) cannot be resumed
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Estimate:
-    """What one probe round measured and decided; one entry per group (docs/METHOD.md sections 3-5).
-
-    Attributes:
-        step: optimizer step (0-based) of the round.
-        group_names: the groups, in order.
-        b: ``G_k . d_k`` in absolute units; NaN where not measured.
-        A: ``d_j . H_jk d_k`` (K x K); NaN where not measured.
-        optimal_rate: this round's own one-step optimum ``b_k / A_kk``; NaN where undefined.
-        rate: base rate in force after the round.
-        influence: ``gain_k / n_k`` of this round.
-        verdict: per group, why the rate moved or not (``accepted``, ``uphill``, ``no_curvature``, ...).
-        probe_scale: final probe multiplier ``c_k`` of each group.
-        loss: probe-batch loss at the pre-step parameters.
-        forward_passes: closure calls of the round.
-        seconds: wall-clock time of the round.
-        status: ``ok``, or why the round was discarded (rates then unchanged).
-        phase: the rate control's phase during the round (``head``, ``calibration`` or ``steady``).
-        verified: for a round that proposed a jump, whether one extra forward pass confirmed it.
-    """
-
-    step: int
-    group_names: list
-    b: torch.Tensor
-    A: torch.Tensor
-    optimal_rate: torch.Tensor
-    rate: torch.Tensor
-    influence: torch.Tensor
-    verdict: list = field(default_factory=list)
-    probe_scale: Optional[torch.Tensor] = None
-    loss: float = float("nan")
-    forward_passes: int = 0
-    seconds: float = 0.0
-    status: str = "ok"
-    phase: str = ""
-    verified: Optional[bool] = None
 
 
 class _Discard(Exception):
@@ -118,6 +81,11 @@ class HiDLR:
             buffers (the gradient is spent once ``optimizer.step()`` has run), which saves one copy of the tuned
             parameters. After a probe step ``.grad`` then holds ``d`` until the next ``zero_grad()``; pass
             ``False`` if you read gradients after the step. Buffers of another dtype or layout are never reused.
+        restore_optimizer_state: on a probe step, keep a copy of the optimizer state of the tuned parameters until the
+            direction is known, so that an error inside ``optimizer.step()`` (out of memory) or while the direction is
+            computed puts that state back bit for bit. The copy costs the size of that state (twice the tuned
+            parameters for AdamW) on probe steps, at the moment memory is tightest; without it such an error leaves
+            the optimizer state as ``optimizer.step()`` left it (see :meth:`step`).
         seed: seed of the engine's own generator (``random`` design); the global RNG is never touched.
     """
 
@@ -150,6 +118,7 @@ class HiDLR:
         loss_reduce="auto",
         verify_linearity: bool = True,
         direction_in_grads: bool = True,
+        restore_optimizer_state: bool = False,
         seed: int = 0,
     ):
         estimation.check_probe_settings(design, probe_scale, scale_growth, max_probe_scale, noise_tolerance, random_probes)
@@ -171,6 +140,7 @@ class HiDLR:
         self.loss_reduce = loss_reduce
         self.verify_linearity = verify_linearity
         self.direction_in_grads = bool(direction_in_grads)
+        self.restore_optimizer_state = bool(restore_optimizer_state)
         self.seed = int(seed)
 
         self.group_names, self.param_group_indices = tie_groups(self.optimizer.param_groups)
@@ -218,6 +188,15 @@ class HiDLR:
         ``closure()`` returns the loss on one probe batch (the same batch at every call within the step),
         forward only; the engine calls it under ``torch.no_grad()``. Without a closure no probe ever runs.
         Returns the round's :class:`Estimate` on probe steps, else None.
+
+        A probe round that cannot be measured (a non-finite probe loss, a closure that raises) is discarded: the
+        step is taken at the unchanged rates, exactly as without the round. An error before the probes, inside
+        ``optimizer.step()`` (out of memory) or while the direction is computed, is re-raised after the step is
+        undone: the parameters and every learning rate are as before the step, bit for bit, and so are the engine's
+        rates, schedule and counters. The optimizer state is restored too with ``restore_optimizer_state=True``;
+        without it, it is what ``optimizer.step()`` left: advanced once by this step's gradient when the error came
+        after it, possibly in part when it came from inside it (as with the plain optimizer). With
+        ``direction_in_grads`` the ``.grad`` buffers may hold part of the direction: zero them before retrying.
         """
         if closure is None:
             self._gate()
@@ -250,11 +229,21 @@ class HiDLR:
         lrs = [lr_value(group["lr"]) for group in self.optimizer.param_groups]
         if self.verify_linearity and not self.linearity_checked:
             self._check_linearity(active, params, snapshot)
+        saved = None
+        if self.restore_optimizer_state:
+            saved = clone_state(self._inner, [p for k in active for p in params[k]])
         for k in active:
             for i in self.param_group_indices[k]:
                 set_lr(self.optimizer.param_groups[i], UNIT_RATE)
-        self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs}
+        self._pending = {"active": active, "params": params, "snapshot": snapshot, "lrs": lrs, "optimizer_state": saved}
         return True
+
+    def abandon_step(self) -> bool:
+        """Undo a step prepared by :meth:`pre_step` whose ``optimizer.step()`` raised, as :meth:`step` does itself (a
+        framework that calls ``optimizer.step()`` calls this when it fails). Returns whether a step was pending."""
+        pending = self._pending is not None
+        self._abandon()
+        return pending
 
     def post_step(self, closure: Optional[Callable[[], torch.Tensor]] = None, skipped: bool = False) -> Optional[Estimate]:
         """Second half of :meth:`step`: runs the prepared probe round, sets rates, takes the step.
@@ -273,8 +262,19 @@ class HiDLR:
         if closure is None:
             self._abandon(pending)
             raise HiDLRError("A probe round was prepared but post_step() got no closure; pass the probe-loss closure.")
+        snapshot, params = pending["snapshot"], pending["params"]
         try:
-            estimate = self._probe_round(pending, closure)
+            direction = {
+                k: [displacement(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(snapshot[k], params[k])]
+                for k in pending["active"]
+            }
+        except BaseException:
+            self._abandon(pending)  # the step is undone and does not count
+            raise
+        # From here on the step is always completed (at new or unchanged rates): the state copy is not needed.
+        pending["optimizer_state"] = None
+        try:
+            estimate = self._probe_round(pending, closure, direction)
         finally:
             self.num_steps += 1
         return estimate
@@ -363,7 +363,7 @@ class HiDLR:
     # ----------------------------------------------------------------------------------------------
     # the probe round
 
-    def _probe_round(self, pending: dict, closure) -> Estimate:
+    def _probe_round(self, pending: dict, closure, direction: dict) -> Estimate:
         started = time.perf_counter()
         active, params, snapshot = pending["active"], pending["params"], pending["snapshot"]
         K = self.num_groups
@@ -371,33 +371,38 @@ class HiDLR:
         old_rates = torch.tensor(self.base_rates, dtype=torch.float64)
         round_passes = 0
         try:
-            direction = {
-                k: [displacement(w, p, p.grad if self.direction_in_grads else None) for w, p in zip(snapshot[k], params[k])]
-                for k in active
-            }
-        except BaseException:
-            self._abandon(pending)
-            raise
-        try:
             for k in active:
                 assign(params[k], snapshot[k])
 
             def evaluate(xis: torch.Tensor) -> torch.Tensor:
                 nonlocal round_passes
-                losses = []
+                losses, failure = [], None
                 for xi in xis:
                     moved = [k for k in active if xi[k] != 0]
                     for k in moved:
                         move(params[k], snapshot[k], direction[k], float(xi[k]) * self.base_rates[k])
                     try:
                         losses.append(scalar_loss(closure()))
+                    except Exception as exc:  # noqa: BLE001 - re-raised below, once every rank knows
+                        failure = exc
+                        break
                     finally:
                         for k in moved:
                             assign(params[k], snapshot[k])
                     round_passes += 1
-                values = self._reduce(torch.stack(losses)) if losses else torch.zeros(0, dtype=torch.float64)
+                if failure is not None:
+                    # The other ranks must not wait in the all-reduce for losses this rank will never send: it sends
+                    # NaN instead, so every rank sees a non-finite mean and discards the round with it.
+                    nan = losses[0].new_full((), math.nan) if losses else torch.tensor(math.nan, dtype=torch.float64)
+                    losses += [nan] * (len(xis) - len(losses))
+                if not losses:
+                    return torch.zeros(0, dtype=torch.float64)
+                values = distributed.reduce_losses(torch.stack(losses), self.loss_reduce)
+                if failure is not None:
+                    raise failure
                 if not bool(torch.isfinite(values).all()):
-                    raise _Discard("non-finite probe loss")
+                    where = " (on this rank or another)" if distributed.world_size() > 1 else ""
+                    raise _Discard(f"non-finite probe loss{where}")
                 return values
 
             phase, verified = self.control.phase, None
@@ -438,7 +443,7 @@ class HiDLR:
             logger.warning("Hi-DLR probe round at step %d discarded (%s); rates unchanged.", self.num_steps, reason)
 
         self._finish_step(active, params, snapshot, direction, old_lrs, factors)
-        self._sync_check()
+        distributed.check_same_rates(self.base_rates, self.loss_reduce, self.num_steps)
         seconds = time.perf_counter() - started
         self.probe_seconds += seconds
         self.forward_passes += round_passes
@@ -530,13 +535,16 @@ class HiDLR:
                 move(params[k], snapshot[k], direction[k], lr)
 
     def _abandon(self, pending: Optional[dict] = None) -> None:
-        """Undo a prepared round that cannot run: parameters, optimizer state and rates as before the step."""
+        """Undo a prepared round that cannot run: parameters and learning rates as before the step, and the optimizer
+        state when ``restore_optimizer_state`` kept a copy (see :meth:`step` for what is left otherwise)."""
         pending = pending or self._pending
         self._pending = None
         if pending is None:
             return
         for k in pending["active"]:
             assign(pending["params"][k], pending["snapshot"][k])
+        if pending.get("optimizer_state") is not None:
+            restore_state(self._inner, pending["optimizer_state"])
         self._restore_lrs(pending["lrs"])
 
     # ----------------------------------------------------------------------------------------------
@@ -574,30 +582,13 @@ class HiDLR:
         for group, lr in zip(self.optimizer.param_groups, lrs):
             set_lr(group, lr)
 
-    def _reduce(self, losses: torch.Tensor) -> torch.Tensor:
-        losses = losses.detach()
-        reduce = self.loss_reduce
-        if reduce == "auto":
-            reduce = distributed.mean_across_ranks if distributed.world_size() > 1 else None
-        if reduce is not None:
-            losses = reduce(losses)
-        return losses.to("cpu", torch.float64)
-
-    def _sync_check(self) -> None:
-        """All ranks must hold identical rates after a round; a mismatch is an error, never ignored."""
-        if self.loss_reduce != "auto" or distributed.world_size() <= 1:
-            return
-        low, high = distributed.min_max_across_ranks(self.base_rates)
-        if not torch.equal(low, high):
-            raise HiDLRError(
-                f"Hi-DLR rates differ across ranks after step {self.num_steps} (min {low.tolist()}, max "
-                f"{high.tolist()}); every rank must run the same probe rounds."
-            )
-
     def _check_linearity(self, active: list[int], params: dict, snapshot: dict) -> None:
-        """Once, before the first real step: the optimizer's step must be linear in the learning rate."""
-        check_linearity(self.optimizer, self._inner, self.param_group_indices, active, params, snapshot)
-        self.linearity_checked = True
+        """Once, before the first real step: the optimizer's step must be linear in the learning rate. Gradients that
+        are not finite cannot tell; the check is then made at the next probe step."""
+        if check_linearity(self.optimizer, self._inner, self.param_group_indices, active, params, snapshot):
+            self.linearity_checked = True
+        else:
+            logger.info("Hi-DLR linearity check at step %d postponed: the gradients are not finite.", self.num_steps)
 
 # --------------------------------------------------------------------------------------------------
 # module-level helpers

@@ -6,19 +6,60 @@ A probe is a vector ``xi`` of multipliers, one per group: it evaluates the loss 
     dL(xi) = - sum_k xi_k beta_k + 1/2 sum_k xi_k^2 alpha_kk + sum_{j<k} xi_j xi_k alpha_jk
 
 which is linear in ``(beta, alpha)``: every design below is one small least-squares problem, exact on a
-quadratic whenever the design determines the unknowns (``axis`` and ``full`` do).
+quadratic whenever the design determines the unknowns (``axis`` and ``full`` do). :class:`Estimate` is what one
+round measured and decided.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from hidlr_hf.errors import HiDLRError
 
 DESIGNS = ("axis", "full", "random")
+
+
+@dataclass
+class Estimate:
+    """What one probe round measured and decided; one entry per group (docs/METHOD.md sections 3-5).
+
+    Attributes:
+        step: optimizer step (0-based) of the round.
+        group_names: the groups, in order.
+        b: ``G_k . d_k`` in absolute units; NaN where not measured.
+        A: ``d_j . H_jk d_k`` (K x K); NaN where not measured.
+        optimal_rate: this round's own one-step optimum ``b_k / A_kk``; NaN where undefined.
+        rate: base rate in force after the round.
+        influence: ``gain_k / n_k`` of this round.
+        verdict: per group, why the rate moved or not (``accepted``, ``uphill``, ``no_curvature``, ...).
+        probe_scale: final probe multiplier ``c_k`` of each group.
+        loss: probe-batch loss at the pre-step parameters.
+        forward_passes: closure calls of the round.
+        seconds: wall-clock time of the round.
+        status: ``ok``, or why the round was discarded (rates then unchanged).
+        phase: the rate control's phase during the round (``head``, ``calibration`` or ``steady``).
+        verified: for a round that proposed a jump, whether one extra forward pass confirmed it.
+    """
+
+    step: int
+    group_names: list
+    b: torch.Tensor
+    A: torch.Tensor
+    optimal_rate: torch.Tensor
+    rate: torch.Tensor
+    influence: torch.Tensor
+    verdict: list = field(default_factory=list)
+    probe_scale: Optional[torch.Tensor] = None
+    loss: float = float("nan")
+    forward_passes: int = 0
+    seconds: float = 0.0
+    status: str = "ok"
+    phase: str = ""
+    verified: Optional[bool] = None
 
 
 def check_probe_settings(

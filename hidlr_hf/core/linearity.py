@@ -8,13 +8,11 @@ checked once, on its first probe step, by :func:`check_linearity`.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from hidlr_hf.errors import HiDLRError
 
-from .params import UNIT_RATE, assign, displacement, lr_value, set_lr
+from .params import UNIT_RATE, assign, clone_state, displacement, lr_value, restore_state, set_lr
 
 # Optimizers whose update is not linear in the learning rate, refused by name before any step.
 NONLINEAR_OPTIMIZERS = {
@@ -51,7 +49,7 @@ def refuse_known_nonlinear(optimizer) -> None:
             )
 
 
-def check_linearity(optimizer, inner, param_group_indices, active: list[int], params: dict, snapshot: dict) -> None:
+def check_linearity(optimizer, inner, param_group_indices, active: list[int], params: dict, snapshot: dict) -> bool:
     """Before the first real step: from the same state, a step at twice the unit rate must move the parameters
     twice as far and leave the same optimizer state.
 
@@ -60,6 +58,10 @@ def check_linearity(optimizer, inner, param_group_indices, active: list[int], pa
     parameters with a gradient and their values before the step. Checked on a small subset of each active group's
     parameters (the optimizer steps only those), so it costs little memory; parameters, optimizer state and learning
     rates are restored either way. Raises :class:`HiDLRError` when the step is not linear.
+
+    Returns whether the check could decide: with a non-finite gradient (an fp16 overflow, a bad batch), or a step
+    or state that is not finite, nothing can be compared, so it returns False (check again at a later step) rather
+    than blame the optimizer for the numbers it was given.
     """
     subset, before = [], []
     for k in active:
@@ -71,6 +73,8 @@ def check_linearity(optimizer, inner, param_group_indices, active: list[int], pa
             size += p.numel()
             if size >= LINEARITY_CHECK_SIZE:
                 break
+    if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in subset):
+        return False
     chosen = {id(p) for p in subset}
     state0 = clone_state(inner, subset)
     lists = [group["params"] for group in inner.param_groups]
@@ -94,6 +98,8 @@ def check_linearity(optimizer, inner, param_group_indices, active: list[int], pa
             set_lr(group, lr)
         restore_state(inner, state0)
         assign(subset, before)
+    if not (all(_finite(d) for ds in moves for d in ds) and all(_finite(st) for st in states)):
+        return False
     linear = all(_doubles(w, d1, d2) for w, d1, d2 in zip(before, moves[0], moves[1]))
     same_state = _states_close(states[0], states[1])
     if not (linear and same_state):
@@ -103,32 +109,14 @@ def check_linearity(optimizer, inner, param_group_indices, active: list[int], pa
             f"{'' if same_state else ' (its state depends on it)'}; Hi-DLR needs an optimizer such as AdamW, "
             "SGD, Adagrad, RMSprop or Lion."
         )
+    return True
 
 
-def clone_state(optimizer, params) -> dict:
-    """A deep copy of the optimizer's state of ``params`` (None for a parameter without state)."""
-    state = {}
-    for p in params:
-        if p in optimizer.state:
-            state[p] = {
-                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-                for key, value in optimizer.state[p].items()
-            }
-        else:
-            state[p] = None
-    return state
-
-
-def restore_state(optimizer, saved: dict) -> None:
-    """Put back what :func:`clone_state` copied (a parameter that had no state loses the state it gained)."""
-    for p, entry in saved.items():
-        if entry is None:
-            optimizer.state.pop(p, None)
-        else:
-            optimizer.state[p] = {
-                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-                for key, value in entry.items()
-            }
+def _finite(value) -> bool:
+    """Whether a tensor, or every floating tensor of a :func:`clone_state` copy, is finite."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    return all(_finite(t) for entry in value.values() if entry for t in entry.values() if isinstance(t, torch.Tensor))
 
 
 def _doubles(w: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor) -> bool:

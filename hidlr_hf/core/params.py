@@ -2,11 +2,13 @@
 
 Hi-DLR works on whatever optimizer it is given (docs/METHOD.md section 6): these helpers see through wrappers such as
 accelerate's ``AcceleratedOptimizer``, read and write learning rates that may be Python floats or tensors, and move
-parameters to ``w - lr d`` in the parameter's own dtype, so that restores and steps are exact to the bit.
+parameters to ``w - lr d`` in the parameter's own dtype, so that restores and steps are exact to the bit; optimizer
+state is copied and put back to the bit as well (the linearity check, and a probe step that fails).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -79,3 +81,37 @@ def move(params, snapshot, direction, rate: float) -> None:
             torch.add(w, d, alpha=-rate, out=p)
         else:
             p.copy_(w.to(d.dtype).add(d, alpha=-rate))
+
+
+def clone_state(optimizer, params) -> dict:
+    """A deep copy of the optimizer's state of ``params`` (None for a parameter without state)."""
+    state = {}
+    for p in params:
+        if p in optimizer.state:
+            state[p] = {
+                key: value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+                for key, value in optimizer.state[p].items()
+            }
+        else:
+            state[p] = None
+    return state
+
+
+def restore_state(optimizer, saved: dict) -> None:
+    """Put back what :func:`clone_state` copied (a parameter that had no state loses the state it gained), bit for
+    bit; ``saved`` stays intact, so it can be restored again. Tensors of the same shape and dtype are copied into in
+    place, so no second copy of the state is ever allocated."""
+    for p, entry in saved.items():
+        if entry is None:
+            optimizer.state.pop(p, None)
+            continue
+        current = optimizer.state.get(p)
+        restored = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                now = current.get(key) if current else None
+                same = isinstance(now, torch.Tensor) and now.shape == value.shape and now.dtype == value.dtype
+                restored[key] = now.copy_(value) if same and now.device == value.device else value.clone()
+            else:
+                restored[key] = copy.deepcopy(value)
+        optimizer.state[p] = restored

@@ -135,6 +135,10 @@ class HiDLRController:
                 "The optimizer was not built with Hi-DLR parameter groups (was it passed as Trainer(optimizers=...)?); "
                 "build its groups with hidlr_hf.optimizer_param_groups, or let the Trainer create it."
             )
+        if self.engine is not None and self.engine.abandon_step():
+            # The last train() stopped inside optimizer.step() (out of memory): the unit learning rate of its probe
+            # step must not survive into this one.
+            logger.warning("Hi-DLR undid the probe step that the previous train() call left unfinished.")
         probe_bs = self.probe_batch_size(args)
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
         total_steps = max_steps if max_steps and max_steps > 0 else None
@@ -157,6 +161,7 @@ class HiDLRController:
             **settings,
         )
         self._probe_bs = probe_bs
+        self._drop_frozen_grads_before_clipping()
         self._train_started = time.perf_counter()
         self._probe_seconds_at_start = 0.0
         # A second train() call on the same Trainer starts from scratch unless it resumes.
@@ -179,6 +184,25 @@ class HiDLRController:
             "Hi-DLR automatic PEFT: initial values of %d candidate groups copied to CPU (%.1f MB) for the freeze.",
             len(candidates), self.initial_copy_bytes / 1e6,
         )
+
+    def _drop_frozen_grads_before_clipping(self) -> None:
+        """Under DDP frozen groups keep ``requires_grad`` (the reducer expects them) and get gradients: dropped only
+        before the optimizer step, they would still count in the Trainer's clip norm, and the kept groups would be
+        clipped harder than in one process. The Trainer clips through ``accelerator.clip_grad_norm_`` (also to
+        measure the norm it logs): the frozen gradients are dropped first."""
+        accelerator = getattr(self.trainer, "accelerator", None)
+        clip = getattr(accelerator, "clip_grad_norm_", None)
+        if clip is None or getattr(clip, "_hidlr_controller", None) is self:
+            return
+        clip = getattr(clip, "_hidlr_original", clip)  # a second train() wraps the Trainer's own method, once
+
+        def clip_grad_norm_(parameters, *args, **kwargs):
+            if self.engine is not None and self.freeze_decision:
+                drop_frozen_grads(self.engine, self.freeze_decision["kept"])
+            return clip(parameters, *args, **kwargs)
+
+        clip_grad_norm_._hidlr_controller, clip_grad_norm_._hidlr_original = self, clip
+        accelerator.clip_grad_norm_ = clip_grad_norm_
 
     def before_optimizer_step(self) -> None:
         """At ``on_pre_optimizer_step``: gradients are final; prepare a probe round when one is due."""
