@@ -91,42 +91,44 @@ def test_no_curvature_adds_nothing_and_keeps_the_rate():
 
 
 def test_ratio_limit_holds_a_runaway_group_near_the_others():
-    # Group 0's step barely moves the loss (small curvature, like a sparse embedding's rows) and its one-step optimum
-    # is 1000x the others': it is held to ratio_limit times the weighted geometric mean, which it barely moves.
+    # Group 0's one-step optimum is 1000x the others' (a sparse embedding's): it is held to ratio_limit times the
+    # geometric mean of the three targets, which it moves by only its third of the logs.
     ctrl = control(num_groups=3, horizon=1.0, ratio_limit=4.0)
     p = propose(ctrl, [1.0, 1.0, 1.0], [0.001, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
-    mean = math.exp(0.001 * math.log(1000.0) / 2.001)  # weights A r^2 = 0.001, 1, 1
-    assert p.factors == pytest.approx([4 * mean, 1.0, 1.0])
+    mean = 1000.0 ** (1 / 3)  # 10
+    assert p.factors == pytest.approx([4 * mean, mean / 4, mean / 4])  # the others are lifted to M / 4
     off = control(num_groups=3, horizon=1.0, ratio_limit=0.0)
     p_off = propose(off, [1.0, 1.0, 1.0], [0.001, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
     assert p_off.factors[0] == pytest.approx(100.0)  # the jump limit; 1000x wanted
+    # Within the limit, the curvature alone sets the ratios.
+    within = control(num_groups=3, horizon=1.0, ratio_limit=4.0)
+    p_within = propose(within, [1.0, 1.0, 1.0], [0.25, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
+    assert p_within.factors == pytest.approx([4.0, 1.0, 1.0])
 
 
 def test_ratio_limit_leaves_the_head_out():
-    # Group 2 is the new task head: its step moves the loss most (largest weight) and its target is 100x the body's.
-    # Counted in the mean it would lift the limit tenfold and let group 0 (sparse, 1000x target) go to
-    # 40x; left out, group 0 is held to 4x the body's mean and the head keeps its own target.
-    ctrl = control(num_groups=3, head=[2], horizon=1.0, ratio_limit=4.0)
+    # Group 3 is the new task head, its target 100x the body's. Counted in the mean it would lift the limit and let
+    # group 0 (sparse, 1000x target) go further; left out, group 0 is held to 4x the body's mean and the head keeps
+    # its own target.
+    ctrl = control(num_groups=4, head=[3], horizon=1.0, ratio_limit=4.0)
     ctrl.phase = CALIBRATION
-    p = propose(ctrl, [1.0, 1.0, 100.0], [0.001, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
-    mean = math.exp(0.001 * math.log(1000.0) / 1.001)  # body weights A r^2 = 0.001 and 1
-    assert p.factors == pytest.approx([4 * mean, 1.0, 100.0])
-    counted = control(num_groups=3, head=[], horizon=1.0, ratio_limit=4.0)
-    p_counted = propose(counted, [1.0, 1.0, 100.0], [0.001, 1.0, 1.0], [1.0, 1.0, 1.0], grown=[True] * 3)
-    assert p_counted.factors[0] == pytest.approx(4 * math.exp((0.001 * math.log(1000.0) + math.log(100.0)) / 2.001))
+    p = propose(ctrl, [1.0, 1.0, 1.0, 100.0], [0.001, 1.0, 1.0, 1.0], [1.0] * 4, grown=[True] * 4)
+    mean = 1000.0 ** (1 / 3)
+    assert p.factors == pytest.approx([4 * mean, mean / 4, mean / 4, 100.0])
+    counted = control(num_groups=4, head=[], horizon=1.0, ratio_limit=4.0)
+    p_counted = propose(counted, [1.0, 1.0, 1.0, 100.0], [0.001, 1.0, 1.0, 1.0], [1.0] * 4, grown=[True] * 4)
+    assert p_counted.factors[0] == pytest.approx(4 * (1000.0 * 100.0) ** (1 / 4))
 
 
 def test_ratio_limit_weight_does_not_grow_with_a_groups_own_rate():
-    # Group 0 already runs at 10x the others' rate and wants 1e4 (1000x its rate). Its curvature A is the others', so
-    # it weighs as much as each of them in the mean; weighted by alpha = A r^2 it would weigh 100x and carry the limit
-    # up with it.
+    # Group 0 already runs at 10x the others' rate and wants 1e4 (1000x its rate); group 1 is 16x stiffer than group 2.
+    # Every group counts once whatever its rate or curvature: weighted by the curvature of its step (A r^2), group 0
+    # would outweigh the others 100x and carry the limit with it; weighted by A, group 1 would set the mean alone.
     ctrl = control(num_groups=3, horizon=1.0, ratio_limit=4.0)
     ctrl.phase = CALIBRATION
-    p = propose(ctrl, [1e4, 1.0, 1.0], [1.0, 1.0, 1.0], [10.0, 1.0, 1.0], grown=[True] * 3)
-    mean = math.exp(math.log(1e4) / 3)  # equal weights over targets 1e4, 1, 1
-    assert p.factors == pytest.approx([4 * mean / 10.0, mean / 4, mean / 4])  # the others are lifted to M / 4
-    heavy = math.exp(100 * math.log(1e4) / 102)  # the mean that weights 100, 1, 1 would give
-    assert 4 * heavy / 10.0 > 10 * p.factors[0]
+    p = propose(ctrl, [1e4, 16.0, 1.0], [1.0, 16.0, 1.0], [10.0, 1.0, 1.0], grown=[True] * 3)
+    mean = 1e4 ** (1 / 3)  # targets 1e4, 1, 1
+    assert p.factors == pytest.approx([4 * mean / 10.0, mean / 4, mean / 4])
 
 
 def test_steady_moves_within_the_trust_region_and_bounds_hold():

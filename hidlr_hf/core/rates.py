@@ -9,10 +9,10 @@ one-step numbers into rates that are good for the whole run:
   is under way, and the rate that is right for the distribution of steps to come is ``E[b] / E[A]``.
 * **Horizon.** The rate is ``b / (horizon A)``: a rate is held for many steps, along directions that momentum keeps
   correlated, so the one-step optimum overshoots over a run.
-* **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the geometric mean rate, weighted by how much
-  each group's direction moves the loss at a common rate (``A``): the curvature sets the ratios, but one group's one-step optimum
-  cannot run far from the rest (a sparse embedding group's does, and training it that fast costs accuracy). The
-  newly initialised task head is outside the limit: it has nothing pretrained to lose.
+* **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the geometric mean of the body groups' rates:
+  the curvature sets the ratios, but one group's one-step optimum cannot run far from the rest (a sparse embedding
+  group's does, and training it that fast costs accuracy). The newly initialised task head is outside the limit: it
+  has nothing pretrained to lose.
 * **Phases.** ``head``: only the new task head is probed and trained, so the body's curvature is first measured
   through a head that reads its features. ``calibration``: a probe round at every step, and a rate that is far too
   small may jump to its target when one extra forward pass confirms the predicted decrease. ``steady``: rounds
@@ -50,8 +50,8 @@ class RateSettings:
     Args:
         horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor.
         ratio_limit: each group's target within ``[M / limit, M limit]`` of ``M``, the geometric mean of the
-            body groups' targets weighted by the loss curvature ``A_kk`` of each group's direction (head groups
-            are neither limited nor counted); 0 switches the limit off.
+            body groups' targets, each counted once (head groups are neither limited nor counted); 0 switches the
+            limit off.
         smoothing: weight of the newest round in the running means of ``b`` and ``A`` (an exponential average).
         trust_region: after calibration a round changes a rate by at most this factor.
         calibration_rounds: the most rounds of calibration; it ends earlier once two rounds in a row propose no
@@ -274,26 +274,19 @@ class RateControl:
 
     def _limit_ratios(self, targets: dict, rates: list, active: list, alpha) -> dict:
         limit = self.settings.ratio_limit
-        # Every active group counts in the mean, at its target or, without one this round, at its current rate,
-        # weighted by A_kk = alpha_kk / r_k^2 (a noise bound included), the loss curvature of its step at a common
-        # rate: how much its direction moves the loss. A group whose step barely touches the loss (a sparse
-        # embedding's rows) cannot drag the mean towards its own, possibly runaway, target. The weight must not grow
-        # with the group's own rate (alpha_kk does, as r_k^2): a group that ran ahead would then outweigh the rest
-        # and carry the mean, and the limit, along with it. Measured through probe losses, the weight is the same on
-        # every rank. The task head is left out on both sides: newly initialised, it has no pretrained features to
-        # lose and rightly runs at rates far above the body's, which it must not drag upwards.
+        # Every active body group counts in the mean with the same weight, at its target or, without one this round,
+        # at its current rate. One runaway target (a sparse embedding's) moves the mean by only its share of the
+        # logs. Weighted by the curvature of each group's step (alpha_kk = A_kk r_k^2), a group that had run ahead
+        # outweighed the rest by the square of its lead and carried the mean, and the limit, with it; weighted by A_kk
+        # the stiffest groups set the mean alone and held the flatter ones to a fixed multiple of their rates. The task
+        # head is left out on both sides: newly initialised, it has no pretrained features to lose and rightly runs at
+        # rates far above the body's, which it must not drag upwards.
         body = [k for k in active if k not in self.head]
-        points = {k: targets.get(k, rates[k]) for k in body}
-        weights = {}
-        for k, t in points.items():
-            a = float(alpha[k, k]) / rates[k] ** 2 if rates[k] > 0 else math.nan
-            if t > 0 and math.isfinite(a) and a > 0:
-                weights[k] = a
-        total = sum(weights.values())
-        if limit <= 0 or len(weights) < 2 or not total > 0:
+        points = [t for t in (targets.get(k, rates[k]) for k in body) if t > 0 and math.isfinite(t)]
+        if limit <= 0 or len(points) < 2:
             return targets
-        mean = math.exp(sum(w * math.log(points[k]) for k, w in weights.items()) / total)
-        return {k: min(max(t, mean / limit), mean * limit) if k in points else t for k, t in targets.items()}
+        mean = math.exp(sum(math.log(t) for t in points) / len(points))
+        return {k: min(max(t, mean / limit), mean * limit) if k in body else t for k, t in targets.items()}
 
     # -- state ---------------------------------------------------------------------------------------
 
