@@ -29,6 +29,8 @@ Flags are those of :class:`~hidlr_hf.glue.arguments.ModelArguments`,
   when offline or when the Hub cannot be reached, and adapters and the model card still name the Hub id.
 * ``--do_predict`` predicts the test split (``--test_file``, ``<data_dir>/<TASK>/test.tsv``, or the Hub's) and
   writes ``predict_results_<task>.txt`` as run_glue.py does (:mod:`hidlr_hf.glue.predict`).
+* A trained model gets run_glue.py's model card (``README.md``), with a Hi-DLR section: settings and final rates
+  per group (:mod:`hidlr_hf.glue.model_card`).
 * Bad input of any kind (unknown flag or task, missing file, unwritable output folder, invalid setting) ends
   with exit status 2 and one line on stderr starting with ``hidlr-glue: error:``.
 """
@@ -52,7 +54,8 @@ from hidlr_hf.glue.modeling import (
     model_label,
     packaged_model_path,
 )
-from hidlr_hf.glue.output import prepare_output_dir
+from hidlr_hf.glue.model_card import CARD_FILE, write_model_card
+from hidlr_hf.glue.output import earlier_run, prepare_output_dir
 from hidlr_hf.glue.predict import load_test_data, predict_all
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
@@ -127,6 +130,10 @@ def run(model_args, data_args, training_args, given) -> int:
 
 
 def _run(task: GlueTask, model_args, data_args, training_args) -> int:
+    # A README.md in a folder that holds no earlier run is the user's own: the model card must not replace it.
+    users_readme = os.path.isfile(os.path.join(training_args.output_dir, CARD_FILE)) and not earlier_run(
+        training_args.output_dir
+    )
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = default_model_name_or_path()
         if model_args.model_name_or_path == ONLINE_DEFAULT_MODEL:
@@ -205,6 +212,15 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
             print(f"\nDiscovered adapter ({adapter_dir}):")
         trainer.export_peft_config(adapter_dir)  # prints its summary (main process only)
 
+    # run_glue.py's model card, with the Hi-DLR section; only for a trained model (the folder was checked for an
+    # earlier run then, so no README.md of the user's is overwritten).
+    card = None
+    if training_args.do_train and users_readme:
+        logger.warning("%s in %s is not from a run: no model card written (it would replace that file).",
+                       CARD_FILE, training_args.output_dir)
+    elif training_args.do_train:
+        card = write_model_card(trainer, task, model_args.model_name_or_path)
+
     if trainer.is_world_process_zero():
         engine = trainer.hidlr
         report = None
@@ -238,6 +254,8 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
                 print(f"    # offline: the same base model is in the installed package, {local}")
         if report:
             print(f"Hi-DLR report: {report}")
+        if card:
+            print(f"Model card: {card}")
         for path in predictions:
             print(f"Predictions: {path}")
         print(f"Results: {os.path.join(training_args.output_dir, 'all_results.json')}")
