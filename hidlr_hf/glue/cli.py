@@ -31,6 +31,9 @@ Flags are those of :class:`~hidlr_hf.glue.arguments.ModelArguments`,
   writes ``predict_results_<task>.txt`` as run_glue.py does (:mod:`hidlr_hf.glue.predict`).
 * A trained model gets run_glue.py's model card (``README.md``), with a Hi-DLR section: settings and final rates
   per group (:mod:`hidlr_hf.glue.model_card`).
+* Without ``--task_name``, your own data (``--train_file`` / ``--validation_file`` / ``--test_file`` as csv or
+  json, or ``--dataset_name``) as run_glue.py reads it: labels from the ``label`` column, float labels for
+  regression (:mod:`hidlr_hf.glue.custom`).
 * Bad input of any kind (unknown flag or task, missing file, unwritable output folder, invalid setting) ends
   with exit status 2 and one line on stderr starting with ``hidlr-glue: error:``.
 """
@@ -56,7 +59,8 @@ from hidlr_hf.glue.modeling import (
 )
 from hidlr_hf.glue.model_card import CARD_FILE, write_model_card
 from hidlr_hf.glue.output import earlier_run, prepare_output_dir
-from hidlr_hf.glue.predict import load_test_data, predict_all
+from hidlr_hf.glue.custom import load_custom
+from hidlr_hf.glue.predict import load_test_data, predict_all, test_splits
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
 from hidlr_hf.peft.adapter import loading_lines
@@ -129,7 +133,7 @@ def run(model_args, data_args, training_args, given) -> int:
         restore_logging()
 
 
-def _run(task: GlueTask, model_args, data_args, training_args) -> int:
+def _run(task: Optional[GlueTask], model_args, data_args, training_args) -> int:
     # A README.md in a folder that holds no earlier run is the user's own: the model card must not replace it.
     users_readme = os.path.isfile(os.path.join(training_args.output_dir, CARD_FILE)) and not earlier_run(
         training_args.output_dir
@@ -145,16 +149,23 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
                 model_args.model_name_or_path,
             )
 
-    # Predicting alone with a finished model needs no labelled data: none is read (it might not exist).
-    needs_labelled = training_args.do_train or training_args.do_eval
-    raw = load_data(task, data_args, cache_dir=model_args.cache_dir) if needs_labelled else {}
+    own_data = task is None
+    if own_data:  # your own data: it says what the task is (test split included)
+        task, raw = load_custom(data_args, training_args.do_predict, cache_dir=model_args.cache_dir)
+    else:
+        # Predicting alone with a finished model needs no labelled data: none is read (it might not exist).
+        needs_labelled = training_args.do_train or training_args.do_eval
+        raw = load_data(task, data_args, cache_dir=model_args.cache_dir) if needs_labelled else {}
     if training_args.do_train and "train" not in raw:
         raise HiDLRError(f"no training data for {task.name}; pass --train_file or --data_dir, or use --do_train false")
     eval_splits = [s for s in task.eval_splits if s in raw]
     if training_args.do_eval and not eval_splits:
         raise HiDLRError(f"no dev data for {task.name}; pass --validation_file or --data_dir, or use --do_eval false")
-    if training_args.do_predict:  # before the model is loaded: a missing test file is bad input, not a late failure
+    # Before the model is loaded: missing test data is bad input, not a late failure.
+    if training_args.do_predict and not own_data:
         raw.update(load_test_data(task, data_args, cache_dir=model_args.cache_dir))
+    if training_args.do_predict and not any(s in raw for s in test_splits(task)):
+        raise HiDLRError("--do_predict without test data; pass --test_file (or a --dataset_name with a 'test' split)")
 
     # Seed before building the model, as run_glue.py does: a new classifier head and LoRA weights are drawn from the
     # global RNG, which the Trainer seeds only later (after the model exists).

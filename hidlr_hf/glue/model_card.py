@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from hidlr_hf.glue.report import group_rows
-from hidlr_hf.glue.tasks import GlueTask
+from hidlr_hf.glue.tasks import GLUE_TASKS, GlueTask
 from hidlr_hf.peft.base_name import public_base_name
 
 __all__ = ["CARD_FILE", "card_kwargs", "hidlr_section", "write_model_card"]
@@ -23,15 +23,9 @@ HIDLR_TAG = "hidlr"
 
 def card_kwargs(task: GlueTask, model_name_or_path) -> dict:
     """run_glue.py's arguments to ``Trainer.create_model_card`` for a GLUE task, plus the ``hidlr`` tag."""
-    kwargs = {
-        "finetuned_from": public_base_name(model_name_or_path),
-        "tasks": "text-classification",
-        "language": "en",
-        "dataset_tags": "glue",
-        "dataset_args": task.name,
-        "dataset": f"GLUE {task.name.upper()}",
-        "tags": [HIDLR_TAG],
-    }
+    kwargs = {"finetuned_from": public_base_name(model_name_or_path), "tasks": "text-classification", "tags": [HIDLR_TAG]}
+    if task.name in GLUE_TASKS:  # your own data (hidlr_hf.glue.custom) gets no dataset, as in run_glue.py
+        kwargs.update(language="en", dataset_tags="glue", dataset_args=task.name, dataset=f"GLUE {task.name.upper()}")
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
