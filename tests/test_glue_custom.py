@@ -54,9 +54,12 @@ def test_float_labels_mean_regression_and_sentence_columns_win(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"id": i, "sentence2": w, "sentence1": w[::-1], "label": i / 4}) + "\n"
                              for i, w in enumerate(WORDS)))
-    task, splits = custom.load_custom(_args(train_file=str(train)))
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps([{"sentence1": "a", "sentence2": "b", "label": 3}]))  # a whole score: still float
+    task, splits = custom.load_custom(_args(train_file=str(train), validation_file=str(dev)))
     assert task.is_regression and task.num_labels == 1 and task.text_keys == ("sentence1", "sentence2")
     assert splits["train"]["label"][:2] == [0.0, 0.25]
+    assert splits["validation"].features["label"].dtype == "float32" and splits["validation"]["label"] == [3.0]
     assert set(compute_glue_metrics(task, [0.0, 1.0, 2.0], [0.0, 1.0, 1.0])) == {"mse", "pearson", "spearmanr"}
 
 
@@ -118,3 +121,20 @@ def test_bad_own_data_flags(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("hidlr-glue: error: ") and message in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_own_regression_data_end_to_end(tiny_model, tmp_path):
+    train = tmp_path / "train.json"
+    rows = [{"sentence1": w, "sentence2": WORDS[(i + 1) % 8], "label": (i % 5) / 2} for i, w in enumerate(WORDS * 3)]
+    train.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    test = tmp_path / "test.json"
+    test.write_text("\n".join(json.dumps({"sentence1": w, "sentence2": w}) for w in WORDS[:3]) + "\n")
+    out = tmp_path / "out"
+    code = cli.main(["--model_name_or_path", tiny_model, "--train_file", str(train), "--validation_file", str(train),
+                     "--test_file", str(test), "--do_predict", "--output_dir", str(out), *FAST])
+    assert code == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    assert {"eval_mse", "eval_pearson", "eval_spearmanr"} <= set(results)
+    assert json.loads((out / "config.json").read_text())["problem_type"] == "regression"
+    lines = (out / "predict_results_custom.txt").read_text().splitlines()
+    assert len(lines) == 4 and all(len(line.split("\t")[1].split(".")[1]) == 3 for line in lines[1:])

@@ -76,7 +76,9 @@ def _conform(task: GlueTask, table, split: str):
     table = table.select_columns(keep)
     if "label" in keep and split == "test":
         table = table.remove_columns("label")  # run_glue.py predicts without labels (a Hub test split's are -1)
-    elif "label" in keep and not task.is_regression and not isinstance(table.features["label"], ds.ClassLabel):
+    elif "label" in keep and task.is_regression:
+        table = table.cast_column("label", ds.Value("float32"))  # integer scores in a dev file: MSE needs floats
+    elif "label" in keep and not isinstance(table.features["label"], ds.ClassLabel):
         ids = {name: i for i, name in enumerate(task.label_names)}
 
         def to_id(batch):
