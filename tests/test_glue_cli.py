@@ -265,7 +265,7 @@ def _write_rte(folder: Path, rows: int, dev_rows: int = 4) -> None:
     [
         (["--max_train_samples", "0"], "--max_train_samples must be positive (got 0)"),
         (["--max_eval_samples", "-1"], "--max_eval_samples must be positive (got -1)"),
-        (["--do_train", "false", "--do_eval", "false"], "both --do_train and --do_eval are false: nothing to do"),
+        (["--do_train", "false", "--do_eval", "false"], "--do_train, --do_eval and --do_predict are all false: nothing to do"),
         (["--peft", "autopeft", "--hidlr", "false"], "--peft autopeft needs Hi-DLR; drop --hidlr false"),
         (["--hidlr_overhead_budget", "1.5"], "--hidlr_overhead_budget must lie in (0, 1)"),
         (["--hidlr_trust_region", "0.5"], "--hidlr_trust_region must be >= 1"),

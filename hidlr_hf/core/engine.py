@@ -33,6 +33,7 @@ from .params import (
     UNIT_RATE, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state, set_lr, tie_groups,
 )
 from .probing import ProbeSettings, measure, probe_context, scalar_loss
+from .progress import round_message
 from .rates import INACTIVE, RateControl, RateSettings
 from .schedule import ProbeSchedule
 
@@ -473,6 +474,9 @@ class HiDLR:
         if status == "ok":
             self.influence.update(influence)
             self.num_rounds += 1
+            if logger.isEnabledFor(logging.INFO):  # why a step took longer, for a user watching a slow run
+                logger.info(round_message(self.num_rounds, self.num_steps, phase, self.group_names, self.base_rates,
+                                          factors, seconds, round_passes))
             dense_gap = self.control.dense_gap if self.control.dense else None
             self.schedule.after_round(self.num_steps, round_passes, dense_gap=dense_gap, spent=self.forward_passes)
         else:

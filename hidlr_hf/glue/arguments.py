@@ -19,6 +19,7 @@ from typing import Optional
 from transformers import HfArgumentParser, TrainingArguments
 
 from hidlr_hf.errors import HiDLRError
+from hidlr_hf.glue.custom import CUSTOM_TASK_NAME
 from hidlr_hf.glue.recipes import close_matches, flag_actions, read_recipe, recipe_tokens
 from hidlr_hf.glue.tasks import GLUE_TASKS, GlueTask, get_task
 from hidlr_hf.trainer.config import HiDLRTrainingArguments
@@ -84,6 +85,12 @@ class DataTrainingArguments:
     task_name: Optional[str] = field(
         default=None, metadata={"help": "GLUE task: " + ", ".join(GLUE_TASKS) + " (classic spellings such as SST-2 work)."}
     )
+    dataset_name: Optional[str] = field(
+        default=None,
+        metadata={"help": "Without --task_name: a Hub dataset with train/validation(/test) splits, a 'label' column "
+                  "and one or two text columns (hidlr_hf.glue.custom)."},
+    )
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "The --dataset_name's config."})
     data_dir: Optional[str] = field(
         default=None,
         metadata={
@@ -91,12 +98,21 @@ class DataTrainingArguments:
             "--train_file is given: $HIDLR_GLUE_DIR or ../shared/data/glue; online: the Hub's nyu-mll/glue."
         },
     )
-    train_file: Optional[str] = field(default=None, metadata={"help": "Training data file (.tsv, .csv, .json, .jsonl)."})
+    train_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "Training data file (.tsv, .csv, .json, .jsonl). Without --task_name: your own .csv/.json "
+                  "data, labels read from its 'label' column (float: regression)."},
+    )
     validation_file: Optional[str] = field(
         default=None, metadata={"help": "Evaluation data file (MNLI: the matched dev set)."}
     )
     validation_mismatched_file: Optional[str] = field(
         default=None, metadata={"help": "MNLI only: the mismatched dev set, as a file."}
+    )
+    test_file: Optional[str] = field(
+        default=None,
+        metadata={"help": "--do_predict: the test data (.tsv as in GLUE, .csv, .json, .jsonl; labels not needed). "
+                  "Default: <data_dir>/<TASK>/test.tsv, or the Hub's test split."},
     )
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated to this many tokens."})
     pad_to_max_length: bool = field(
@@ -105,6 +121,9 @@ class DataTrainingArguments:
     )
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on the first N training examples."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on the first N examples of each dev set."})
+    max_predict_samples: Optional[int] = field(
+        default=None, metadata={"help": "--do_predict: predict on the first N test examples."}
+    )
     overwrite_cache: bool = field(default=False, metadata={"help": "Tokenize again instead of using cached results."})
 
 
@@ -223,30 +242,46 @@ def parse_args(argv: Optional[list[str]] = None):
     return model_args, data_args, training_args, given
 
 
-def finalise_args(model_args, data_args, training_args, given) -> GlueTask:
+def _task(data_args) -> Optional[GlueTask]:
+    """The GLUE task of ``--task_name``, or None for your own data (``--train_file`` or ``--dataset_name`` without a
+    task: :mod:`hidlr_hf.glue.custom` reads the task from the data)."""
+    if data_args.task_name is not None:
+        if data_args.dataset_name is not None:
+            raise HiDLRError("--dataset_name is for data other than GLUE; drop it, or drop --task_name")
+        task = get_task(data_args.task_name)
+        data_args.task_name = task.name
+        return task
+    if data_args.dataset_name is None and data_args.train_file is None:
+        raise HiDLRError(
+            f"pass --task_name, one of {', '.join(GLUE_TASKS)}; or your own data with --train_file/--validation_file "
+            "(.csv or .json) or --dataset_name"
+        )
+    if data_args.data_dir is not None:
+        raise HiDLRError("--data_dir holds GLUE's classic files: pass --task_name with it, or drop it for your own data")
+    return None
+
+
+def finalise_args(model_args, data_args, training_args, given) -> Optional[GlueTask]:
     """Check what the dataclasses cannot (task, modes, sizes), fill the defaults that depend on the task and mode,
-    and return the task."""
-    if data_args.task_name is None:
-        raise HiDLRError(f"pass --task_name, one of {', '.join(GLUE_TASKS)}")
-    task = get_task(data_args.task_name)
-    data_args.task_name = task.name
+    and return the task (None for your own data: the data says what the task is)."""
+    task = _task(data_args)
     if model_args.peft in AUTOPEFT_MODES and not training_args.hidlr:
         raise HiDLRError(f"--peft {model_args.peft} needs Hi-DLR; drop --hidlr false or use --peft none/lora")
     if model_args.lora_target_modules is None:
         model_args.lora_target_modules = DEFAULT_LORA_TARGETS.get(model_args.peft)
-    if not training_args.do_train and not training_args.do_eval:
-        raise HiDLRError("both --do_train and --do_eval are false: nothing to do")
-    if data_args.validation_mismatched_file is not None and task.name != "mnli":
-        raise HiDLRError(f"--validation_mismatched_file is for MNLI only, not {task.name}")
+    if not training_args.do_train and not training_args.do_eval and not training_args.do_predict:
+        raise HiDLRError("--do_train, --do_eval and --do_predict are all false: nothing to do")
+    if data_args.validation_mismatched_file is not None and (task is None or task.name != "mnli"):
+        raise HiDLRError(f"--validation_mismatched_file is for MNLI only, not {task.name if task else 'your own data'}")
     if data_args.max_seq_length <= 0:
         raise HiDLRError(f"--max_seq_length must be positive (got {data_args.max_seq_length})")
-    for name in ("max_train_samples", "max_eval_samples"):
+    for name in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
         value = getattr(data_args, name)
         if value is not None and value <= 0:
             raise HiDLRError(f"--{name} must be positive (got {value})")
     if "output_dir" not in given:
         suffix = "" if model_args.peft == "none" else f"_{model_args.peft}"
-        training_args.output_dir = os.path.join("runs", task.name + suffix)
+        training_args.output_dir = os.path.join("runs", (task.name if task else CUSTOM_TASK_NAME) + suffix)
     # One --report_to value may list several integrations, comma-separated (a recipe list arrives that way too).
     if isinstance(training_args.report_to, list) and any("," in r for r in training_args.report_to):
         training_args.report_to = [r.strip() for item in training_args.report_to for r in item.split(",") if r.strip()]

