@@ -32,6 +32,13 @@ def tiny_roberta(num_labels=2, layers=2, seed=0):
     return RobertaForSequenceClassification(cfg)
 
 
+# hidlr-glue flags that keep an end-to-end run on a tiny model to a few seconds.
+GLUE_FAST_ARGS = [
+    "--max_seq_length", "32", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+    "--save_strategy", "no", "--disable_tqdm", "true", "--hidlr_max_probe_scale", "16", "--max_steps", "2",
+]
+
+
 def save_tiny_bert(folder) -> str:
     """Save a 2-layer, 16-wide random BERT with the (real) MiniLM tokenizer into ``folder`` (for ``hidlr-glue`` runs);
     skips the test when the packaged MiniLM is not installed."""

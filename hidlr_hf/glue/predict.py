@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from hidlr_hf.errors import HiDLRError
-from hidlr_hf.glue.data import _CLASSIC, _datasets, _task_dir, default_glue_data_dir, hub_is_offline
-from hidlr_hf.glue.tasks import HUB_DATASET, GlueTask
+from hidlr_hf.glue.data import (
+    _CLASSIC, _datasets, _task_dir, check_table, default_glue_data_dir, hub_is_offline, load_hub_splits,
+)
+from hidlr_hf.glue.tasks import GlueTask
 
 __all__ = ["TEST_FILES", "load_test_data", "predict_all", "read_classic_test", "results_name", "test_splits",
            "write_predictions"]
@@ -118,14 +120,7 @@ def _read_test_file(task: GlueTask, path: str | os.PathLike, cache_dir) -> "data
         table = _datasets().load_dataset(builder, data_files=str(path), cache_dir=cache_dir)["train"]
     except Exception as err:  # parse errors surface wrapped and far from the file name
         raise HiDLRError(f"Could not read {path} as {builder.upper()} ({type(err).__name__}: {err}); fix the file.") from err
-    missing = [key for key in task.text_keys if key not in table.column_names]
-    if missing:
-        raise HiDLRError(
-            f"{path} has no column {', '.join(map(repr, missing))} (it has {table.column_names}); a {task.name} test "
-            f"file needs {', '.join(map(repr, task.text_keys))}."
-        )
-    if table.num_rows == 0:
-        raise HiDLRError(f"{path} has no data rows; it should hold the {task.name} test examples.")
+    check_table(table, tuple(task.text_keys), path, f"a {task.name} test file")
     columns = table.to_dict()
     texts = [[v if isinstance(v, str) else str(v) for v in columns[key]] for key in task.text_keys]
     idx = [int(v) for v in columns["idx"]] if "idx" in columns else list(range(table.num_rows))
@@ -133,21 +128,11 @@ def _read_test_file(task: GlueTask, path: str | os.PathLike, cache_dir) -> "data
 
 
 def _from_hub(task: GlueTask, cache_dir) -> dict:
-    ds = _datasets()
-    try:
-        loaded = ds.load_dataset(HUB_DATASET, task.name, cache_dir=cache_dir)
-    except Exception as err:  # network, auth or cache trouble: say what to do instead
-        raise HiDLRError(
-            f"Could not load the test split of {HUB_DATASET!r} config {task.name!r} from the Hub "
-            f"({type(err).__name__}: {err}); pass --test_file or --data_dir with {task.dir_name}/test.tsv instead."
-        ) from err
-    out = {}
-    for split in test_splits(task):
-        if split not in loaded:
-            raise HiDLRError(f"The Hub copy of {HUB_DATASET}/{task.name} has no split {split}; pass --test_file instead.")
-        # The Hub's test labels are all -1 (hidden); run_glue.py drops the column.
-        out[split] = loaded[split].remove_columns([c for c in ("label",) if c in loaded[split].column_names])
-    return out
+    instead = f"--test_file or --data_dir with {task.dir_name}/test.tsv"
+    loaded = load_hub_splits(task, cache_dir, test_splits(task), instead)
+    # The Hub's test labels are all -1 (hidden); run_glue.py drops the column.
+    return {split: table.remove_columns([c for c in ("label",) if c in table.column_names])
+            for split, table in loaded.items()}
 
 
 def load_test_data(task: GlueTask, data_args, cache_dir=None) -> dict:
