@@ -75,7 +75,16 @@ def test_every_setting_is_a_flag_with_the_core_default():
 
 def test_callback_form_builds_the_same_validated_config(tmp_path):
     args = HiDLRTrainingArguments(output_dir=str(tmp_path), hidlr_every="7", hidlr_design="full")
-    assert HiDLRConfig.from_args(args) is args  # validated once, when it was built
+    copy = HiDLRConfig.from_args(args)
+    assert copy is not args and copy.hidlr_settings() == args.hidlr_settings()
+    # Read again (at each train()), values set after the arguments were built (a hyperparameter-search trial's) count
+    # and are validated like flags.
+    args.hidlr_horizon, args.hidlr_every = 3.0, "4"
+    assert HiDLRConfig.from_args(args).hidlr_horizon == 3.0 and HiDLRConfig.from_args(args).hidlr_every == 4
+    args.hidlr_trust_region = 0.5
+    with pytest.raises(HiDLRError, match="--hidlr_trust_region must be >= 1"):
+        HiDLRConfig.from_args(args)
+    args.hidlr_trust_region, args.hidlr_horizon, args.hidlr_every = 2.0, 8.0, 7
     plain = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     config = HiDLRConfig.from_args(plain, hidlr_every="7", hidlr_design="full")
     assert config.hidlr_settings() == args.hidlr_settings()

@@ -53,7 +53,7 @@ class HiDLRCallback(TrainerCallback):
         if getattr(trainer, "hidlr_controller", None) is not None:
             raise HiDLRError("This HiDLRTrainer runs Hi-DLR itself; HiDLRCallback.attach is for a plain Trainer.")
         config = HiDLRConfig.from_args(trainer.args, **overrides)
-        controller = HiDLRController(trainer, config) if config.hidlr else None
+        controller = HiDLRController(trainer, config, overrides) if config.hidlr else None
         callback = cls(controller)
         callback.attached = True
         if controller is not None:

@@ -160,13 +160,14 @@ class HiDLRConfig:
     @classmethod
     def from_args(cls, args, **overrides) -> "HiDLRConfig":
         """The settings of ``args`` (a ``HiDLRTrainingArguments``, or defaults for a plain ``TrainingArguments``),
-        with ``overrides`` named like the fields (``hidlr_every=10``) on top; validated."""
+        with ``overrides`` named like the fields (``hidlr_every=10``) on top; a new object, validated.
+
+        Always a copy, validated again: ``args`` may have changed since it was built (a hyperparameter-search trial
+        sets its values on the Trainer's arguments with ``setattr``, which no ``__post_init__`` checks)."""
         names = [f.name for f in fields(HiDLRConfig)]
         unknown = sorted(set(overrides) - set(names))
         if unknown:
             raise HiDLRError(f"Unknown Hi-DLR setting(s) {unknown}; valid ones are {names}.")
-        if isinstance(args, HiDLRConfig) and not overrides:
-            return args  # validated when it was built
         values = {f.name: getattr(args, f.name, f.default) for f in fields(HiDLRConfig)}
         values.update(overrides)
         return HiDLRConfig(**values)

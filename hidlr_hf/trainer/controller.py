@@ -45,6 +45,8 @@ class HiDLRController:
     Args:
         trainer: the ``transformers.Trainer`` (or ``HiDLRTrainer``) to run Hi-DLR in.
         config: the validated settings (:meth:`HiDLRConfig.from_args`).
+        overrides: the keyword settings given to :meth:`hidlr_hf.HiDLRCallback.attach`, kept on top of the Trainer's
+            arguments each time the settings are read again (:meth:`read_settings`).
 
     Attributes:
         engine: the :class:`~hidlr_hf.HiDLR` engine of the current training (None before ``train()``).
@@ -56,10 +58,11 @@ class HiDLRController:
         initial_copy_bytes: the memory the copy took when training started (4 bytes per candidate parameter in fp32).
     """
 
-    def __init__(self, trainer, config: HiDLRConfig):
+    def __init__(self, trainer, config: HiDLRConfig, overrides: Optional[dict] = None):
         check_supported(trainer)
         self.trainer = trainer
         self.config = config
+        self._overrides = dict(overrides or {})
         self.engine: Optional[HiDLR] = None
         self.freeze_decision: Optional[dict] = None
         self.resume_from: Optional[str] = None
@@ -116,9 +119,27 @@ class HiDLRController:
 
     # -- set-up ------------------------------------------------------------------------------------
 
+    def read_settings(self, args=None) -> HiDLRConfig:
+        """The settings of the ``train()`` about to run: the Trainer's arguments read again (``attach``'s overrides
+        on top), validated like the flags, and kept as :attr:`config`.
+
+        ``Trainer.hyperparameter_search`` sets each trial's ``hp_space`` values (``hidlr_*`` fields, ``learning_rate``)
+        on ``trainer.args`` at the start of that trial's ``train()``, long after this controller was built; reading
+        them here, when the optimizer is built and when training begins, gives every trial its own settings.
+        """
+        config = HiDLRConfig.from_args(args if args is not None else self.trainer.args, **self._overrides)
+        if not config.hidlr:
+            raise HiDLRError(
+                "hidlr was set to false after the Trainer was built (by a hyperparameter-search trial?); Hi-DLR is "
+                "turned on or off when the Trainer is built: leave `hidlr` out of the hp_space, or search it with "
+                "two Trainers, one built with hidlr=False."
+            )
+        self.config = config
+        return config
+
     def build_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer with one param group per Hi-DLR group (``Trainer.create_optimizer``)."""
-        return build_optimizer(self.trainer, self.config.hidlr_grouping, model)
+        return build_optimizer(self.trainer, self.read_settings().hidlr_grouping, model)
 
     def note_checkpoint(self, checkpoint: Optional[str]) -> None:
         """Remember the checkpoint the Trainer resumes from; its Hi-DLR state is loaded when training begins."""
@@ -139,6 +160,7 @@ class HiDLRController:
             # The last train() stopped inside optimizer.step() (out of memory): the unit learning rate of its probe
             # step must not survive into this one.
             logger.warning("Hi-DLR undid the probe step that the previous train() call left unfinished.")
+        self.read_settings(args)  # a hyperparameter-search trial may have changed them since the last train()
         probe_bs = self.probe_batch_size(args)
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)
         total_steps = max_steps if max_steps and max_steps > 0 else None
@@ -239,10 +261,13 @@ class HiDLRController:
             self.save_state(folder)
 
     def save_final_state(self, args) -> None:
-        """At ``on_train_end``: next to the final model, so ``hidlr export <output_dir>`` works on a finished run."""
+        """At ``on_train_end``: next to the final model, so ``hidlr export <output_dir>`` works on a finished run; a
+        hyperparameter-search trial's state goes into its own ``<output_dir>/run-<n>``, beside its checkpoints, so
+        one trial never overwrites another's."""
         if args.should_save:
-            os.makedirs(args.output_dir, exist_ok=True)
-            self.save_state(args.output_dir)
+            folder = internals.run_folder(self.trainer)
+            os.makedirs(folder, exist_ok=True)
+            self.save_state(folder)
 
     # -- state ---------------------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
-"""Every use of a private ``transformers.Trainer`` method, in one module.
+"""Every use of a private ``transformers.Trainer`` method or attribute, in one module.
 
-Hi-DLR needs four things the Trainer keeps private: the collator with unused columns removed and the device
-placement of a batch (so a probe batch looks exactly like a training batch), the output folder of the current run
-(to find the checkpoint just written), and the moment a checkpoint's optimizer and scheduler were loaded (to load the
-Hi-DLR state that belongs with them). Checked against transformers 4.57.6 and 5.24.0 (pyproject allows >=4.57,<6):
-the names and parameters below are the same in both. ``tests/test_trainer_internals.py`` fails if one disappears
-or changes its parameters; when it does, this module is the only place to update.
+Hi-DLR needs five things the Trainer keeps private: the collator with unused columns removed and the device
+placement of a batch (so a probe batch looks exactly like a training batch), the hyperparameter-search trial being
+run and the output folder of the current run (``<output_dir>/run-<n>`` in a trial: to find the checkpoint just
+written), and the moment a checkpoint's optimizer and scheduler were loaded (to load the Hi-DLR state that belongs
+with them). Checked against transformers 4.57.6 and 5.24.0 (pyproject allows >=4.57,<6): the names and parameters
+below are the same in both, and both set ``self._trial = trial`` in ``_hp_search_setup`` at the start of every
+``train()``. ``tests/test_trainer_internals.py`` fails if one disappears or changes; when it does, this module is
+the only place to update.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ PRIVATE_TRAINER_METHODS = {
 }
 """The private ``Trainer`` methods used here, with the parameters passed to them."""
 
+PRIVATE_TRAINER_ATTRIBUTES = {"_trial": "_hp_search_setup"}
+"""The private ``Trainer`` attributes read here, with the Trainer method that sets them (``self._trial = trial``)."""
+
 
 def probe_collator(trainer):
     """The Trainer's data collator wrapped to drop the columns the model does not take, as for training batches."""
@@ -32,9 +37,24 @@ def prepare_inputs(trainer, batch: dict) -> dict:
     return trainer._prepare_inputs(batch)
 
 
+def current_trial(trainer):
+    """The hyperparameter-search trial ``trainer.train()`` is running, None outside ``hyperparameter_search``.
+
+    The Trainer passes the trial to its own methods but not to callbacks; it keeps it as ``_trial``, which is reset
+    to None by every ``train()`` without a trial.
+    """
+    return getattr(trainer, "_trial", None)
+
+
+def run_folder(trainer) -> str:
+    """The output folder of the current run: ``output_dir``, or in a hyperparameter-search trial its own
+    ``<output_dir>/run-<n>`` (``hp_name``'s name if given), where the Trainer writes that trial's checkpoints."""
+    return trainer._get_output_dir(trial=current_trial(trainer))
+
+
 def checkpoint_folder(trainer, global_step: int) -> str:
     """The ``checkpoint-<step>`` folder the Trainer writes at ``global_step`` (in its run's output folder)."""
-    return os.path.join(trainer._get_output_dir(trial=None), f"checkpoint-{global_step}")
+    return os.path.join(run_folder(trainer), f"checkpoint-{global_step}")
 
 
 def after_checkpoint_load(trainer, hook) -> None:
