@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_roberta, toy_dataset
 from transformers import Trainer, TrainingArguments
 
-from hidlr_hf import HiDLRCallback, HiDLRTrainer, HiDLRTrainingArguments
+from hidlr_hf import HiDLRCallback, HiDLRError, HiDLRTrainer, HiDLRTrainingArguments
 
 optuna = pytest.importorskip("optuna")
 
@@ -82,3 +82,13 @@ def test_callback_form_saves_each_trials_state(tmp_path):
     states = [read(tmp_path / f"run-{n}" / "checkpoint-2") for n in (0, 1)]
     assert all(s["settings"]["hidlr_horizon"] == 5.0 and s["engine"]["num_steps"] == 2 for s in states)
     assert states[0]["engine"]["base_rates"] != states[1]["engine"]["base_rates"]
+
+
+def test_a_trial_cannot_turn_hidlr_off(tmp_path):
+    """Hi-DLR is on or off when the Trainer is built; a trial that sets ``hidlr`` false is refused, saying what to do."""
+    args = HiDLRTrainingArguments(output_dir=str(tmp_path), **FAST)
+    trainer = HiDLRTrainer(model_init=new_model, args=args, train_dataset=toy_dataset(),
+                           eval_dataset=toy_dataset(16, seed=1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with pytest.raises(HiDLRError, match="leave `hidlr` out of the hp_space"):
+        trainer.hyperparameter_search(hp_space=lambda trial: {"hidlr": False}, n_trials=1, backend="optuna")
