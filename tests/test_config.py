@@ -68,7 +68,7 @@ def test_every_setting_is_a_flag_with_the_core_default():
     settings = args.engine_settings(mixed_precision=False)
     assert {k: settings[k] for k in ("trust_region", "smoothing", "horizon", "ratio_limit", "head_phase", "jump_limit",
                                      "calibration_rounds", "lr_min", "overhead_budget")} == {
-        "trust_region": 2.0, "smoothing": 0.1, "horizon": 8.0, "ratio_limit": 4.0, "head_phase": 0.06,
+        "trust_region": 2.0, "smoothing": 0.1, "horizon": 32.0, "ratio_limit": 4.0, "head_phase": 0.06,
         "jump_limit": 100.0, "calibration_rounds": 6, "lr_min": 1e-8, "overhead_budget": 0.05}
     assert settings["noise_tolerance"] == 1e-6 and args.engine_settings(mixed_precision=True)["noise_tolerance"] == 1e-3
 
@@ -84,7 +84,7 @@ def test_callback_form_builds_the_same_validated_config(tmp_path):
     args.hidlr_trust_region = 0.5
     with pytest.raises(HiDLRError, match="--hidlr_trust_region must be >= 1"):
         HiDLRConfig.from_args(args)
-    args.hidlr_trust_region, args.hidlr_horizon, args.hidlr_every = 2.0, 8.0, 7
+    args.hidlr_trust_region, args.hidlr_horizon, args.hidlr_every = 2.0, defaults.HORIZON, 7
     plain = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     config = HiDLRConfig.from_args(plain, hidlr_every="7", hidlr_design="full")
     assert config.hidlr_settings() == args.hidlr_settings()

@@ -5,6 +5,7 @@
   then its rate is cut in the first calibration rounds, and the features survive where plain Adam ruins them.
 - An MLP trained from scratch with Adam, started anywhere in a 1e5-wide range of rates: Hi-DLR ends no worse than
   Adam at that starting rate and never diverges.
+- The head phase holds the body still at rate 0 while AdamW's moments warm up (gradients dropped for other optimizers).
 """
 
 import math
@@ -144,3 +145,38 @@ def test_mlp_from_scratch_any_start_no_worse_than_adam(beta1, one_thread):
         adam, hidlr = run(lr, False), run(lr, True)
         assert math.isfinite(hidlr), lr
         assert hidlr <= 1.05 * adam, (lr, adam, hidlr)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])
+def test_head_phase_holds_the_body_still_and_warms_its_adam_state(optimizer):
+    # The body steps at rate 0 during the head phase: its parameters stay bit for bit, AdamW's moments take in the
+    # head phase's gradients, and its rate is back after every step. An optimizer outside torch's Adam family and
+    # SGD (Adagrad here) has the body's gradients dropped instead: its state does not move either.
+    torch.manual_seed(0)
+    body, head = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+    model = torch.nn.Sequential(body, torch.nn.Tanh(), head)
+    cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adagrad
+    opt = cls([{"params": list(body.parameters()), "lr": 0.05, "hidlr_group": "body"},
+               {"params": list(head.parameters()), "lr": 0.05, "hidlr_group": "head"}])
+    engine = HiDLR(opt, model=model, head_groups=["head"], head_phase=3, every=1)
+    X, y = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 2
+    start = [p.detach().clone() for p in body.parameters()]
+    head_start = [p.detach().clone() for p in head.parameters()]
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(X[:16]), y[:16]).backward()
+        engine.step(lambda: torch.nn.functional.cross_entropy(model(X[16:48]), y[16:48]))
+
+    for _ in range(3):
+        step()
+        assert opt.param_groups[0]["lr"] == 0.05  # the body's rate is back after the step
+        assert all(torch.equal(p, w) for p, w in zip(body.parameters(), start))
+    assert not all(torch.equal(p, w) for p, w in zip(head.parameters(), head_start))
+    state = opt.state[body.weight]
+    if optimizer == "adamw":
+        assert float(state["step"]) == 3 and float(state["exp_avg"].abs().sum()) > 0
+    else:
+        assert float(state["step"]) == 0 and float(state["sum"].abs().sum()) == 0
+    step()  # the head phase is over: the body moves
+    assert not all(torch.equal(p, w) for p, w in zip(body.parameters(), start))

@@ -9,7 +9,7 @@ DESIGN = "axis"  # probe design: b and diag(A) in 2K + 1 forward passes (section
 EVERY = "auto"  # probe every step while calibrating, then within the overhead budget (section 7)
 GROUPING = "module_type"  # one group per module type (section 9)
 
-HORIZON = 8.0  # rates are the one-step optimum b / A divided by this (section 5.2)
+HORIZON = 32.0  # rates are the one-step optimum b / A divided by this (section 5.2)
 RATIO_LIMIT = 4.0  # each group's rate within this factor of the weighted mean rate (section 5.3)
 SMOOTHING = 0.1  # weight of the newest round in the running means of b and A (section 5.1)
 TRUST_REGION = 2.0  # gamma: after calibration a round changes a rate by at most this factor (GeN's choice)

@@ -30,7 +30,8 @@ from .estimation import Estimate
 from .influence import InfluenceTracker, round_influence
 from .linearity import check_linearity, refuse_known_nonlinear
 from .params import (
-    UNIT_RATE, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state, set_lr, tie_groups,
+    UNIT_RATE, ZERO_RATE_STILL, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state,
+    set_lr, tie_groups,
 )
 from .probing import ProbeSettings, measure, probe_context, scalar_loss
 from .progress import round_message
@@ -168,6 +169,8 @@ class HiDLR:
         self.history: list[dict] = []
         self.last_estimate: Optional[Estimate] = None
         self._pending: Optional[dict] = None
+        self._held_lrs: dict = {}  # optimizer param-group index -> rate, for groups held at rate 0 this step
+        self._warm_gated = type(self._inner) in ZERO_RATE_STILL
 
     # ----------------------------------------------------------------------------------------------
     # public API
@@ -207,6 +210,7 @@ class HiDLR:
         except BaseException:
             if prepared:
                 self._abandon()
+            self._release_gate()
             raise
         return self.post_step(closure if prepared else None)
 
@@ -227,7 +231,7 @@ class HiDLR:
             return False
         params = {k: [p for i in self.param_group_indices[k] for p in self.optimizer.param_groups[i]["params"] if p.grad is not None] for k in active}
         snapshot = {k: [p.detach().clone() for p in ps] for k, ps in params.items()}
-        lrs = [lr_value(group["lr"]) for group in self.optimizer.param_groups]
+        lrs = [self._held_lrs.get(i, lr_value(group["lr"])) for i, group in enumerate(self.optimizer.param_groups)]
         if self.verify_linearity and not self.linearity_checked:
             self._check_linearity(active, params, snapshot)
         saved = None
@@ -253,6 +257,7 @@ class HiDLR:
         the step does not count.
         """
         pending, self._pending = self._pending, None
+        self._release_gate()
         if skipped:
             if pending is not None:
                 self._restore_lrs(pending["lrs"])
@@ -519,14 +524,29 @@ class HiDLR:
             self.schedule.next_step = min(self.schedule.next_step, self.num_steps)  # calibration starts now
 
     def _gate(self) -> None:
-        """Drop the gradients of groups that must not move this step (the body, in the head phase): the optimizer
-        then leaves them and their state untouched."""
+        """Keep the groups that must not move this step (the body, in the head phase) where they are. With an
+        optimizer whose step at rate 0 leaves parameters exactly in place (torch's Adam family, SGD), they step at
+        rate 0: their optimizer state (Adam's moments) warms up on the head phase's gradients, so calibration
+        measures an averaged direction rather than the sign of one batch's gradient. Otherwise their gradients are
+        dropped and the optimizer leaves them and their state untouched."""
         self._begin_step()
+        self._release_gate()
         for k, indices in enumerate(self.param_group_indices):
             if self.control.gated(k):
                 for i in indices:
-                    for p in self.optimizer.param_groups[i]["params"]:
-                        p.grad = None
+                    group = self.optimizer.param_groups[i]
+                    if self._warm_gated:
+                        self._held_lrs[i] = lr_value(group["lr"])
+                        set_lr(group, 0.0)
+                    else:
+                        for p in group["params"]:
+                            p.grad = None
+
+    def _release_gate(self) -> None:
+        """Give groups held at rate 0 by :meth:`_gate` their rates back."""
+        for i, lr in self._held_lrs.items():
+            set_lr(self.optimizer.param_groups[i], lr)
+        self._held_lrs = {}
 
     def _finish_step(self, active, params, snapshot, direction, old_lrs, factors) -> None:
         """Set the new rates and take the step ``w - lr_new d`` from the snapshot."""
@@ -541,6 +561,7 @@ class HiDLR:
     def _abandon(self, pending: Optional[dict] = None) -> None:
         """Undo a prepared round that cannot run: parameters and learning rates as before the step, and the optimizer
         state when ``restore_optimizer_state`` kept a copy (see :meth:`step` for what is left otherwise)."""
+        self._release_gate()
         pending = pending or self._pending
         self._pending = None
         if pending is None:
