@@ -27,10 +27,11 @@ from hidlr_hf.errors import HiDLRError
 
 from . import defaults, distributed, estimation
 from .estimation import Estimate
+from .gate import StepGate
 from .influence import InfluenceTracker, round_influence
 from .linearity import check_linearity, refuse_known_nonlinear
 from .params import (
-    UNIT_RATE, ZERO_RATE_STILL, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state,
+    UNIT_RATE, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state,
     set_lr, tie_groups,
 )
 from .probing import ProbeSettings, measure, probe_context, scalar_loss
@@ -64,8 +65,9 @@ class HiDLR:
             the rate rule, see :class:`~hidlr_hf.core.rates.RateSettings` (``trust_region=jump_limit=1`` keeps every
             rate as it is).
         head_groups: names of the groups that form a newly initialised task head; with ``head_phase`` they train
-            alone first (the other groups' gradients are dropped), so the body's rates are measured through a head
-            that reads its features.
+            alone first (the other groups step at rate 0, which warms their Adam state and leaves them in place; with
+            optimizers outside ``gate.ZERO_RATE_STILL`` their gradients are dropped), so the body's rates are measured
+            through a head that reads its features.
         total_steps: optimizer steps of the whole run, when known: a fractional ``head_phase`` and the whole-run
             overhead budget use it.
         probe_scale: initial probe multiplier ``c`` (1 probes at the step about to be taken).
@@ -169,8 +171,7 @@ class HiDLR:
         self.history: list[dict] = []
         self.last_estimate: Optional[Estimate] = None
         self._pending: Optional[dict] = None
-        self._held_lrs: dict = {}  # optimizer param-group index -> rate, for groups held at rate 0 this step
-        self._warm_gated = type(self._inner) in ZERO_RATE_STILL
+        self.gate = StepGate(self.optimizer, self._inner)
 
     # ----------------------------------------------------------------------------------------------
     # public API
@@ -210,7 +211,7 @@ class HiDLR:
         except BaseException:
             if prepared:
                 self._abandon()
-            self._release_gate()
+            self.gate.release()
             raise
         return self.post_step(closure if prepared else None)
 
@@ -231,7 +232,7 @@ class HiDLR:
             return False
         params = {k: [p for i in self.param_group_indices[k] for p in self.optimizer.param_groups[i]["params"] if p.grad is not None] for k in active}
         snapshot = {k: [p.detach().clone() for p in ps] for k, ps in params.items()}
-        lrs = [self._held_lrs.get(i, lr_value(group["lr"])) for i, group in enumerate(self.optimizer.param_groups)]
+        lrs = [self.gate.rate(i) for i in range(len(self.optimizer.param_groups))]
         if self.verify_linearity and not self.linearity_checked:
             self._check_linearity(active, params, snapshot)
         saved = None
@@ -257,7 +258,7 @@ class HiDLR:
         the step does not count.
         """
         pending, self._pending = self._pending, None
-        self._release_gate()
+        self.gate.release()
         if skipped:
             if pending is not None:
                 self._restore_lrs(pending["lrs"])
@@ -524,29 +525,11 @@ class HiDLR:
             self.schedule.next_step = min(self.schedule.next_step, self.num_steps)  # calibration starts now
 
     def _gate(self) -> None:
-        """Keep the groups that must not move this step (the body, in the head phase) where they are. With an
-        optimizer whose step at rate 0 leaves parameters exactly in place (torch's Adam family, SGD), they step at
-        rate 0: their optimizer state (Adam's moments) warms up on the head phase's gradients, so calibration
-        measures an averaged direction rather than the sign of one batch's gradient. Otherwise their gradients are
-        dropped and the optimizer leaves them and their state untouched."""
+        """Hold the groups that must not move this step (the body, in the head phase) where they are
+        (:class:`~hidlr_hf.core.gate.StepGate`)."""
         self._begin_step()
-        self._release_gate()
-        for k, indices in enumerate(self.param_group_indices):
-            if self.control.gated(k):
-                for i in indices:
-                    group = self.optimizer.param_groups[i]
-                    if self._warm_gated:
-                        self._held_lrs[i] = lr_value(group["lr"])
-                        set_lr(group, 0.0)
-                    else:
-                        for p in group["params"]:
-                            p.grad = None
-
-    def _release_gate(self) -> None:
-        """Give groups held at rate 0 by :meth:`_gate` their rates back."""
-        for i, lr in self._held_lrs.items():
-            set_lr(self.optimizer.param_groups[i], lr)
-        self._held_lrs = {}
+        self.gate.hold([i for k, indices in enumerate(self.param_group_indices) if self.control.gated(k)
+                        for i in indices])
 
     def _finish_step(self, active, params, snapshot, direction, old_lrs, factors) -> None:
         """Set the new rates and take the step ``w - lr_new d`` from the snapshot."""
@@ -561,7 +544,7 @@ class HiDLR:
     def _abandon(self, pending: Optional[dict] = None) -> None:
         """Undo a prepared round that cannot run: parameters and learning rates as before the step, and the optimizer
         state when ``restore_optimizer_state`` kept a copy (see :meth:`step` for what is left otherwise)."""
-        self._release_gate()
+        self.gate.release()
         pending = pending or self._pending
         self._pending = None
         if pending is None:

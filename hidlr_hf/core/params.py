@@ -17,12 +17,6 @@ UNIT_RATE = 1.0
 """The learning rate of the step that reveals the optimizer's direction ``d`` (docs/METHOD.md section 6)."""
 
 
-# torch optimizers whose step at rate 0 leaves every parameter exactly where it is (the update and the decoupled weight
-# decay are both scaled by the rate) while their state still takes in the gradient.
-ZERO_RATE_STILL = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.NAdam, torch.optim.RAdam,
-                   torch.optim.Adamax)
-
-
 def innermost_optimizer(optimizer):
     """Unwrap accelerate's ``AcceleratedOptimizer`` (and similar) to the torch optimizer doing the work."""
     inner = optimizer
