@@ -63,12 +63,13 @@ def main(argv=None) -> int:
     protocol.METHOD_SPECS[METHOD] = spec
     folder = args.out / args.tag
     folder.mkdir(parents=True, exist_ok=True)
+    # The code the run imports now, not what the checkout holds when it ends.
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True).stdout.strip()
     started = time.time()
     record = train_one(args.task, METHOD, args.seed, protocol.protocol_of(args.task),
                        folder / f"work_{args.task}_{args.lr:g}_s{args.seed}")
     record["wall_seconds"] = time.time() - started
-    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                            text=True).stdout.strip()
     record["commit"] = commit
     (folder / f"{args.task}_lr{args.lr:g}_s{args.seed}.json").write_text(json.dumps(record, default=str))
     line = (f"{args.tag} {args.task} lr={args.lr:g} seed={args.seed} {record['metric']}={record['value']:.4f} "
