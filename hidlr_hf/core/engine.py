@@ -31,8 +31,8 @@ from .gate import StepGate
 from .influence import InfluenceTracker, round_influence
 from .linearity import check_linearity, refuse_known_nonlinear
 from .params import (
-    UNIT_RATE, assign, clone_state, displacement, innermost_optimizer, lr_value, move, restore_state,
-    set_lr, tie_groups,
+    UNIT_RATE, assign, clone_state, displacement, innermost_optimizer, lr_value, move, read_base_rates, restore_state,
+    set_lr, tie_groups, write_base_rates,
 )
 from .probing import ProbeSettings, measure, probe_context, scalar_loss
 from .progress import round_message
@@ -344,17 +344,8 @@ class HiDLR:
         """Set every group's base rate, keeping the scheduler's multiplier ``s(t)`` on top of it."""
         if len(rates) != self.num_groups:
             raise HiDLRError(f"Expected {self.num_groups} rates (one per group), got {len(rates)}.")
-        for k, rate in enumerate(rates):
-            old = self.base_rates[k]
-            for i in self.param_group_indices[k]:
-                group = self.optimizer.param_groups[i]
-                multiplier = lr_value(group["lr"]) / old if old > 0 else 1.0
-                set_lr(group, rate * multiplier)
-                if "initial_lr" in group:
-                    group["initial_lr"] = rate
-                if self.lr_scheduler is not None:
-                    self.lr_scheduler.base_lrs[i] = rate
-            self.base_rates[k] = float(rate)
+        write_base_rates(self.optimizer, self.param_group_indices, self.lr_scheduler, self.base_rates, rates)
+        self.base_rates[:] = [float(r) for r in rates]
 
     def rates_in_force(self) -> list[float]:
         """The learning rate each group uses now (base rate times the schedule's multiplier)."""
@@ -569,22 +560,7 @@ class HiDLR:
         return active
 
     def _read_base_rates(self) -> list[float]:
-        rates = []
-        for k, indices in enumerate(self.param_group_indices):
-            values = []
-            for i in indices:
-                group = self.optimizer.param_groups[i]
-                if self.lr_scheduler is not None:
-                    values.append(float(self.lr_scheduler.base_lrs[i]))
-                else:
-                    values.append(float(group.get("initial_lr", lr_value(group["lr"]))))
-            if max(values) - min(values) > 1e-12 * max(abs(v) for v in values):
-                raise HiDLRError(
-                    f"Param groups tied as Hi-DLR group {self.group_names[k]!r} have different learning rates "
-                    f"{values}; give them the same lr or different 'hidlr_group' keys."
-                )
-            rates.append(values[0])
-        return rates
+        return read_base_rates(self.optimizer, self.param_group_indices, self.lr_scheduler, self.group_names)
 
     def _restore_lrs(self, lrs) -> None:
         for group, lr in zip(self.optimizer.param_groups, lrs):

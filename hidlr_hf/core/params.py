@@ -1,4 +1,5 @@
-"""Parameter and optimizer helpers of the engine: param groups, learning rates, and moving parameters exactly.
+"""Parameter and optimizer helpers of the engine: param groups, learning rates (base rates under a scheduler too),
+and moving parameters exactly.
 
 Hi-DLR works on whatever optimizer it is given (docs/METHOD.md section 6): these helpers see through wrappers such as
 accelerate's ``AcceleratedOptimizer``, read and write learning rates that may be Python floats or tensors, and move
@@ -12,6 +13,8 @@ import copy
 from typing import Optional
 
 import torch
+
+from hidlr_hf.errors import HiDLRError
 
 UNIT_RATE = 1.0
 """The learning rate of the step that reveals the optimizer's direction ``d`` (docs/METHOD.md section 6)."""
@@ -115,3 +118,39 @@ def restore_state(optimizer, saved: dict) -> None:
             else:
                 restored[key] = copy.deepcopy(value)
         optimizer.state[p] = restored
+
+
+def read_base_rates(optimizer, param_group_indices, lr_scheduler, group_names) -> list[float]:
+    """Each Hi-DLR group's base rate: the scheduler's ``base_lrs`` (or ``initial_lr``, else ``lr``) of its param
+    groups, which must agree."""
+    rates = []
+    for k, indices in enumerate(param_group_indices):
+        values = []
+        for i in indices:
+            group = optimizer.param_groups[i]
+            if lr_scheduler is not None:
+                values.append(float(lr_scheduler.base_lrs[i]))
+            else:
+                values.append(float(group.get("initial_lr", lr_value(group["lr"]))))
+        if max(values) - min(values) > 1e-12 * max(abs(v) for v in values):
+            raise HiDLRError(
+                f"Param groups tied as Hi-DLR group {group_names[k]!r} have different learning rates "
+                f"{values}; give them the same lr or different 'hidlr_group' keys."
+            )
+        rates.append(values[0])
+    return rates
+
+
+def write_base_rates(optimizer, param_group_indices, lr_scheduler, old_rates, rates) -> None:
+    """Give each Hi-DLR group the base rate ``rates[k]`` in the optimizer (``initial_lr``) and the scheduler
+    (``base_lrs``), keeping the schedule's current multiplier (``lr / old_rates[k]``) on the rate in force."""
+    for k, rate in enumerate(rates):
+        old = old_rates[k]
+        for i in param_group_indices[k]:
+            group = optimizer.param_groups[i]
+            multiplier = lr_value(group["lr"]) / old if old > 0 else 1.0
+            set_lr(group, rate * multiplier)
+            if "initial_lr" in group:
+                group["initial_lr"] = rate
+            if lr_scheduler is not None:
+                lr_scheduler.base_lrs[i] = rate
