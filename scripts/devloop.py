@@ -32,10 +32,13 @@ METHOD = "devloop"
 
 
 def parse_setting(text: str) -> tuple[str, object]:
-    """``hidlr_horizon=32`` -> ``("hidlr_horizon", 32.0)``: a HiDLRTrainingArguments field and its value."""
+    """``hidlr_horizon=32`` -> ``("hidlr_horizon", 32.0)``: a HiDLRTrainingArguments field and its value
+    (``true`` / ``false`` become booleans)."""
     key, sep, value = text.partition("=")
     if not sep or not key.startswith("hidlr_"):
         raise argparse.ArgumentTypeError(f"expected hidlr_<field>=<value>, got {text!r}")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
     try:
         return key, float(value)
     except ValueError:

@@ -55,7 +55,7 @@ def test_the_default_suite_is_the_issues_list():
     assert not set(PEFT_METHODS) & set(DEFAULT_METHODS) and not set(ABLATION_METHODS) & set(DEFAULT_METHODS)
     assert {"lora_r8", "lora_plus", "bitfit", "autopeft_1pct"} <= set(SUITES["peft"])
     assert set(SUITES["ablation"]) == set(HIDLR_STARTS) | set(ABLATION_METHODS)
-    assert len(ABLATION_METHODS) == len(ABLATIONS) * len(HIDLR_STARTS) == 15
+    assert len(ABLATION_METHODS) == len(ABLATIONS) * len(HIDLR_STARTS) == 24
     assert set(ALL_METHODS) == set(METHOD_SPECS)
     assert TASKS == ("mrpc", "sst2", "cola", "rte")  # RTE, the noisiest, last
 

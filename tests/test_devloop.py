@@ -19,6 +19,7 @@ def devloop():
 def test_settings_are_hidlr_fields_with_numbers_where_numbers(devloop):
     assert devloop.parse_setting("hidlr_horizon=32") == ("hidlr_horizon", 32.0)
     assert devloop.parse_setting("hidlr_every=auto") == ("hidlr_every", "auto")
+    assert devloop.parse_setting("hidlr_saddle_free=false") == ("hidlr_saddle_free", False)
     for bad in ("horizon=32", "hidlr_horizon"):
         with pytest.raises(argparse.ArgumentTypeError, match="hidlr_<field>=<value>"):
             devloop.parse_setting(bad)

@@ -21,6 +21,7 @@ def fit(b, A, rates):
 def control(num_groups=2, head=(), total_steps=None, **settings):
     settings.setdefault("ratio_limit", 0.0)
     settings.setdefault("head_phase", 0.0)
+    settings.setdefault("noise_hold", 0.0)  # the other mechanisms' tests act on every steady round
     return RateControl(num_groups, list(head), RateSettings(**settings), total_steps)
 
 
@@ -74,6 +75,28 @@ def test_noisy_rounds_keep_the_rate_near_the_target_of_the_means():
     assert 0.2 < late[0] and late[-1] < 5.0
 
 
+def test_steady_rounds_hold_a_rate_whose_mean_slope_is_lost_in_noise():
+    # b alternates +1 / -0.8 (mean 0.1, standard error about 0.3): acted on, the mean slope's target b / A = 0.1 cuts
+    # the rate tenfold, though the rounds say nothing about it; held, the rate stays. A clear slope still moves it.
+    def run(hold, slopes):
+        ctrl = control(horizon=1.0, smoothing=0.1, trust_region=2.0, noise_hold=hold)
+        ctrl.phase = STEADY
+        rate = 1.0
+        for b in slopes:
+            rate *= propose(ctrl, [b], [1.0], [rate]).factors[0]
+        return rate, ctrl
+
+    noisy = [1.0, -0.8] * 10
+    held, ctrl = run(1.0, noisy)
+    assert held == 1.0 and abs(ctrl.b_mean[0]) <= ctrl.b_std_error(0)
+    cut, _ = run(0.0, noisy)
+    assert cut < 0.2
+    clear, _ = run(1.0, [4.0, 4.2, 3.8] * 4)  # b / A = 4: up by the trust factor once two rounds are in
+    assert clear == pytest.approx(4.0, rel=0.1)
+    with pytest.raises(HiDLRError, match="noise_hold must be >= 0"):
+        RateSettings(noise_hold=-1.0)
+
+
 def test_clearly_uphill_on_average_shrinks_by_the_trust_region():
     ctrl = control(horizon=1.0, smoothing=0.5, trust_region=2.0)
     ctrl.phase = STEADY
@@ -83,11 +106,27 @@ def test_clearly_uphill_on_average_shrinks_by_the_trust_region():
     assert p.factors[0] == pytest.approx(0.5)
 
 
-def test_no_curvature_adds_nothing_and_keeps_the_rate():
-    ctrl = control()
+def test_without_saddle_free_negative_curvature_adds_nothing_and_keeps_the_rate():
+    ctrl = control(saddle_free=False)
     p = propose(ctrl, [1.0, 1.0], [-1.0, 1.0], [0.1, 0.1])
     assert p.verdict == [NO_CURVATURE, ACCEPTED]
     assert p.factors[0] == 1.0 and ctrl.weight[0] == 0.0 and math.isnan(ctrl.b_mean[0])
+    assert float(p.alpha[0, 0]) < 0  # the engine verifies jumps with the curvature the rule used
+
+
+@pytest.mark.parametrize("rate, factor", [(1e-3, 0.1), (1e-6, 100.0)])
+def test_saddle_free_negative_curvature_counts_at_its_magnitude(rate, factor):
+    # b = 1, A = -10: the target is b / (h |A|) = 1 / (10 h), whether the rate is far above it or far below it.
+    ctrl = control(horizon=1000.0)
+    target = 1.0 / (10.0 * 1000.0)
+    p = propose(ctrl, [1.0], [-10.0], [rate], grown=[True])
+    assert p.verdict == [ACCEPTED]
+    assert ctrl.A_mean[0] == pytest.approx(10.0) and ctrl.b_mean[0] == pytest.approx(1.0)
+    assert p.factors[0] == pytest.approx(target / rate) == pytest.approx(factor)
+    assert float(p.alpha[0, 0]) == pytest.approx(10.0 * rate**2) and p.jump is True
+    # Exactly zero curvature still says nothing.
+    p = propose(control(num_groups=1), [1.0], [0.0], [rate])
+    assert p.verdict == [NO_CURVATURE] and p.factors == [1.0]
 
 
 def test_ratio_limit_holds_a_runaway_group_near_the_others():
@@ -110,7 +149,7 @@ def test_ratio_limit_leaves_the_head_out():
     # Group 3 is the new task head, its target 100x the body's. Counted in the mean it would lift the limit and let
     # group 0 (sparse, 1000x target) go further; left out, group 0 is held to 4x the body's mean and the head keeps
     # its own target.
-    ctrl = control(num_groups=4, head=[3], horizon=1.0, ratio_limit=4.0)
+    ctrl = control(num_groups=4, head=[3], horizon=1.0, body_horizon=1.0, ratio_limit=4.0)
     ctrl.phase = CALIBRATION
     p = propose(ctrl, [1.0, 1.0, 1.0, 100.0], [0.001, 1.0, 1.0, 1.0], [1.0] * 4, grown=[True] * 4)
     mean = 1000.0 ** (1 / 3)
@@ -118,6 +157,19 @@ def test_ratio_limit_leaves_the_head_out():
     counted = control(num_groups=4, head=[], horizon=1.0, ratio_limit=4.0)
     p_counted = propose(counted, [1.0, 1.0, 1.0, 100.0], [0.001, 1.0, 1.0, 1.0], [1.0] * 4, grown=[True] * 4)
     assert p_counted.factors[0] == pytest.approx(4 * (1000.0 * 100.0) ** (1 / 4))
+
+
+def test_the_body_under_a_task_head_takes_the_body_horizon():
+    # The same b / A = 1 in each group: the head's target is 1 / horizon, the pretrained body's 1 / body_horizon; a
+    # model without head groups has no pretrained body to protect and takes horizon everywhere.
+    with_head = control(num_groups=2, head=[1], horizon=4.0, body_horizon=64.0)
+    p = propose(with_head, [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], grown=[True, True])
+    assert p.factors == pytest.approx([1 / 64.0, 1 / 4.0])
+    without = control(num_groups=2, horizon=4.0, body_horizon=64.0)
+    p = propose(without, [1.0, 1.0], [1.0, 1.0], [1.0, 1.0], grown=[True, True])
+    assert p.factors == pytest.approx([1 / 4.0, 1 / 4.0])
+    with pytest.raises(HiDLRError, match="body_horizon must be >= 1"):
+        RateSettings(body_horizon=0.5)
 
 
 def test_ratio_limit_weight_does_not_grow_with_a_groups_own_rate():

@@ -51,9 +51,12 @@ CLOSE_MARGIN = 1.0  # points: a rival this close to `hidlr` on seed 0 (or above 
 # Each mechanism of the rate control switched off in turn (issue 14 section 4), through HiDLRTrainingArguments.
 ABLATIONS = {
     "no_head_phase": ({"hidlr_head_phase": 0.0}, "no head-first phase"),
-    "no_horizon": ({"hidlr_horizon": 1.0}, "rates = the one-step optimum b / A (horizon 1)"),
+    "no_horizon": ({"hidlr_horizon": 1.0, "hidlr_body_horizon": 1.0}, "rates = the one-step optimum b / A (horizon 1)"),
     "no_ratio_limit": ({"hidlr_ratio_limit": 0.0}, "no limit on the ratios between groups"),
     "no_smoothing": ({"hidlr_smoothing": 1.0}, "no running means: each round's own b and A"),
+    "no_saddle_free": ({"hidlr_saddle_free": False}, "a negative curvature adds nothing (not its magnitude)"),
+    "no_body_horizon": ({"hidlr_body_horizon": defaults.HORIZON}, "the body takes the head's horizon"),
+    "no_noise_hold": ({"hidlr_noise_hold": 0.0}, "steady rounds act on a mean slope lost in noise"),
     "no_jumps": ({"hidlr_jump_limit": defaults.TRUST_REGION}, "no verified jumps: jump limit = trust region"),
 }
 ABLATION_TASKS = ("mrpc", "sst2")

@@ -10,7 +10,10 @@ EVERY = "auto"  # probe every step while calibrating, then within the overhead b
 GROUPING = "module_type"  # one group per module type (section 9)
 
 HORIZON = 32.0  # rates are the one-step optimum b / A divided by this (section 5.2)
-RATIO_LIMIT = 4.0  # each group's rate within this factor of the weighted mean rate (section 5.3)
+BODY_HORIZON = 128.0  # ... for the pretrained body of a model with a task head (section 5.2)
+RATIO_LIMIT = 4.0  # each body group's rate within this factor of the geometric mean of their rates (section 5.3)
+SADDLE_FREE = True  # a negative curvature along a group's step counts at its magnitude (section 5.1)
+NOISE_HOLD = 1.0  # steady rounds keep a rate whose mean slope is within this many standard errors of 0 (5.4)
 SMOOTHING = 0.1  # weight of the newest round in the running means of b and A (section 5.1)
 TRUST_REGION = 2.0  # gamma: after calibration a round changes a rate by at most this factor (GeN's choice)
 CALIBRATION_ROUNDS = 6  # the most rounds of calibration (section 5.4)

@@ -61,7 +61,8 @@ class HiDLR:
         lr_scheduler: a scheduler whose ``base_lrs`` hold the base rates (e.g. the Trainer's ``LambdaLR``);
             rates are changed there too so the schedule multiplies the estimated base rates.
         model: if given, put in eval mode during probes (no dropout noise) and restored to its modes after.
-        horizon, ratio_limit, smoothing, trust_region, calibration_rounds, head_phase, jump_limit, lr_min, lr_max:
+        horizon, ratio_limit, smoothing, trust_region, calibration_rounds, head_phase, jump_limit, lr_min, lr_max,
+        saddle_free, body_horizon, noise_hold:
             the rate rule, see :class:`~hidlr_hf.core.rates.RateSettings` (``trust_region=jump_limit=1`` keeps every
             rate as it is).
         head_groups: names of the groups that form a newly initialised task head; with ``head_phase`` they train
@@ -110,6 +111,9 @@ class HiDLR:
         jump_limit: float = defaults.JUMP_LIMIT,
         lr_min: float = defaults.LR_MIN,
         lr_max: float = defaults.LR_MAX,
+        saddle_free: bool = defaults.SADDLE_FREE,
+        body_horizon: float = defaults.BODY_HORIZON,
+        noise_hold: float = defaults.NOISE_HOLD,
         head_groups: Optional[list] = None,
         total_steps: Optional[int] = None,
         probe_scale: float = defaults.PROBE_SCALE,
@@ -133,8 +137,9 @@ class HiDLR:
         self.lr_scheduler = lr_scheduler
         self.model = model
         self.rate_settings = RateSettings(
-            horizon, ratio_limit, smoothing, trust_region, calibration_rounds, head_phase, jump_limit, lr_min=lr_min,
-            lr_max=lr_max,
+            horizon=horizon, body_horizon=body_horizon, ratio_limit=ratio_limit, smoothing=smoothing,
+            trust_region=trust_region, calibration_rounds=calibration_rounds, head_phase=head_phase,
+            jump_limit=jump_limit, lr_min=lr_min, lr_max=lr_max, saddle_free=bool(saddle_free), noise_hold=noise_hold,
         )
         self.schedule = ProbeSchedule(every, overhead_budget, step_cost, total_steps)
         self.probe_settings = ProbeSettings(
@@ -415,7 +420,7 @@ class HiDLR:
                 proposal = self.control.propose(beta, alpha, self.base_rates, active, grown, bounded)
                 factors = proposal.factors
                 if proposal.jump:
-                    factors, verified = self._verify(evaluate, base, beta, alpha, factors, active)
+                    factors, verified = self._verify(evaluate, base, beta, proposal.alpha, factors, active)
             factors = self.control.bounded(factors, self.base_rates)
             self.control.after_round(active, factors)
             rho, verdict = proposal.optimal, proposal.verdict

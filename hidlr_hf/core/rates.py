@@ -7,8 +7,12 @@ one-step numbers into rates that are good for the whole run:
 * **Smoothed statistics.** ``b`` and ``A`` are averaged across rounds in absolute units and the rate is taken from the
   ratio of the averages, not from each round's ratio: a probe batch is small, ``b`` is noise-dominated once training
   is under way, and the rate that is right for the distribution of steps to come is ``E[b] / E[A]``.
+* **Saddle-free curvature.** A negative curvature along a group's step counts at its magnitude, as in saddle-free
+  Newton: the quadratic model has no optimum then, but ``|A|`` still says how far the linear model holds, in both
+  directions (a step far too small, or far too large from a fresh head).
 * **Horizon.** The rate is ``b / (horizon A)``: a rate is held for many steps, along directions that momentum keeps
-  correlated, so the one-step optimum overshoots over a run.
+  correlated, so the one-step optimum overshoots over a run. A pretrained body under a task head has features to
+  lose and takes the longer ``body_horizon``.
 * **Ratio limit.** Every group's rate stays within ``ratio_limit`` of the geometric mean of the body groups' rates:
   the curvature sets the ratios, but one group's one-step optimum cannot run far from the rest (a sparse embedding
   group's does, and training it that fast costs accuracy). The newly initialised task head is outside the limit: it
@@ -33,7 +37,7 @@ from . import defaults
 
 # Why a group's rate changed (or not) in a round; logged and kept in the estimate.
 ACCEPTED = "accepted"
-NO_CURVATURE = "no_curvature"  # A_kk <= 0 this round: the round adds nothing to the group's statistics
+NO_CURVATURE = "no_curvature"  # A_kk <= 0 this round (A_kk = 0 with saddle_free): the round adds nothing
 UPHILL = "uphill"  # b_k <= 0 this round: it enters the running mean (one noisy round does not cut the rate)
 NOT_FINITE = "not_finite"
 INACTIVE = "inactive"  # frozen, rate 0, no gradient this step, or not probed in this phase
@@ -48,7 +52,10 @@ class RateSettings:
     """The rate rule's settings (docs/METHOD.md section 5), validated when built.
 
     Args:
-        horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor.
+        horizon: rates are ``b / (horizon A)``: the one-step optimum divided by this factor (the task head, and every
+            group of a model without head groups).
+        body_horizon: the horizon of the body groups of a model with head groups: a pretrained body being fine-tuned,
+            whose features a run of too-large steps destroys.
         ratio_limit: each group's target within ``[M / limit, M limit]`` of ``M``, the geometric mean of the
             body groups' targets, each counted once (head groups are neither limited nor counted); 0 switches the
             limit off.
@@ -62,9 +69,14 @@ class RateSettings:
         jump_limit: the largest change of one verified jump.
         verify_ratio: a jump is kept when the measured loss decrease is at least this fraction of the predicted one.
         lr_min, lr_max: bounds on every base rate.
+        noise_hold: in steady rounds, a group whose mean slope ``b`` lies within this many standard errors of zero
+            keeps its rate (0: every round moves it).
+        saddle_free: a round whose curvature along a group's step is negative counts it at its magnitude ``|A_kk|``
+            (as saddle-free Newton does), instead of adding nothing to that group's statistics.
     """
 
     horizon: float = defaults.HORIZON
+    body_horizon: float = defaults.BODY_HORIZON
     ratio_limit: float = defaults.RATIO_LIMIT
     smoothing: float = defaults.SMOOTHING
     trust_region: float = defaults.TRUST_REGION
@@ -74,10 +86,15 @@ class RateSettings:
     verify_ratio: float = defaults.VERIFY_RATIO
     lr_min: float = defaults.LR_MIN
     lr_max: float = defaults.LR_MAX
+    saddle_free: bool = defaults.SADDLE_FREE
+    noise_hold: float = defaults.NOISE_HOLD
 
     def __post_init__(self):
         checks = (
+            (self.noise_hold >= 0, f"noise_hold must be >= 0 (got {self.noise_hold}); 0 acts on every round."),
             (self.horizon >= 1.0, f"horizon must be >= 1 (got {self.horizon}); 1 takes the one-step optimum."),
+            (self.body_horizon >= 1.0,
+             f"body_horizon must be >= 1 (got {self.body_horizon}); 1 takes the one-step optimum."),
             (self.ratio_limit == 0 or self.ratio_limit >= 1.0,
              f"ratio_limit must be 0 (off) or >= 1 (got {self.ratio_limit})."),
             (0.0 < self.smoothing <= 1.0, f"smoothing must lie in (0, 1] (got {self.smoothing}); 1 uses the newest round only."),
@@ -102,6 +119,7 @@ class Proposal:
     optimal: torch.Tensor  # this round's own one-step multipliers b_k / A_kk (NaN where undefined)
     verdict: list  # per group, one of the verdict constants
     jump: bool  # some factor leaves the trust region: confirm it with one forward pass first
+    alpha: torch.Tensor  # the curvature the rule used (diagonal at its magnitude with saddle_free): verify with it
 
 
 class RateControl:
@@ -179,21 +197,27 @@ class RateControl:
         """
         s = self.settings
         bounded = bounded or [False] * self.num_groups
+        if s.saddle_free:
+            alpha = saddle_free(alpha)
         verdict, optimal = _verdicts(beta, alpha, active)
         self._accumulate(beta, alpha, rates, [k for k in active if not bounded[k]], verdict)
         targets = {}
         for k in active:
             if bounded[k] and verdict[k] == ACCEPTED:
                 # At least this far off: b / A with A at its upper bound. Never below the running means' target.
-                floor = float(beta[k]) / (s.horizon * float(alpha[k, k])) * rates[k]
+                floor = float(beta[k]) / (self.horizon_of(k) * float(alpha[k, k])) * rates[k]
                 mean_target = self._mean_target(k)
                 targets[k] = max(floor, mean_target) if mean_target is not None else floor
                 continue
             b, A = self.b_mean[k], self.A_mean[k]
             if not (math.isfinite(b) and math.isfinite(A)) or A <= 0:
                 continue
+            if self.phase == STEADY and abs(b) <= s.noise_hold * self.b_std_error(k):
+                # The mean slope is within its noise of zero: no evidence about the rate either way, so it stays.
+                # Acted on, a slope lost in noise gives a target near zero and cuts the rate at every round.
+                continue
             if b > 0:
-                targets[k] = b / (s.horizon * A)
+                targets[k] = b / (self.horizon_of(k) * A)
             elif b < -self.b_std_error(k) or (self.phase != STEADY and verdict[k] == UPHILL):
                 # Uphill on average, clearly; or, while calibrating, uphill now and on average: shrink.
                 targets[k] = rates[k] / s.trust_region
@@ -212,12 +236,16 @@ class RateControl:
             if k not in targets:
                 self._raw[k] = 1.0
         jump = any(f > s.trust_region or f < 1.0 / s.trust_region for f in factors)
-        return Proposal(factors, optimal, verdict, jump)
+        return Proposal(factors, optimal, verdict, jump, alpha)
+
+    def horizon_of(self, k: int) -> float:
+        """Group k's horizon: ``body_horizon`` for the body of a model with head groups, else ``horizon``."""
+        return self.settings.body_horizon if self.head and k not in self.head else self.settings.horizon
 
     def _mean_target(self, k: int):
         b, A = self.b_mean[k], self.A_mean[k]
         if math.isfinite(b) and math.isfinite(A) and A > 0 and b > 0:
-            return b / (self.settings.horizon * A)
+            return b / (self.horizon_of(k) * A)
         return None
 
     def within_trust(self, factors: list) -> list:
@@ -317,6 +345,18 @@ class RateControl:
         self.settled_rounds = int(state["settled_rounds"])
         for key, values in lists.items():
             setattr(self, key, values)
+
+
+def saddle_free(alpha: torch.Tensor) -> torch.Tensor:
+    """``alpha`` with its diagonal at its magnitude. Along a step whose curvature is negative the quadratic model has
+    no optimum, but ``|alpha_kk|`` still measures where its linear part stops holding: from 1e-6, a step too small to
+    bend the loss; from 1e-3 with a fresh head, a step whose every direction lowers the probe loss (MiniLM, SST-2:
+    every body group's curvature negative in the first calibration round). Saddle-free Newton (Dauphin et al., 2014)
+    takes the same magnitude."""
+    out = alpha.clone()
+    diag = out.diagonal()
+    diag.copy_(diag.abs())
+    return out
 
 
 def _verdicts(beta: torch.Tensor, alpha: torch.Tensor, active: list) -> tuple[list, torch.Tensor]:

@@ -67,11 +67,27 @@ class HiDLRConfig:
     )
     hidlr_horizon: float = field(
         default=defaults.HORIZON,
-        metadata={"help": "Rates are the one-step optimum b / A divided by this factor (a rate holds for many steps)."},
+        metadata={"help": "Rates are the one-step optimum b / A divided by this factor (a rate holds for many steps); "
+                  "the task head's, and every group's of a model without a task head."},
+    )
+    hidlr_body_horizon: float = field(
+        default=defaults.BODY_HORIZON,
+        metadata={"help": "The horizon of the pretrained body of a model with a task head (its features can be lost)."},
     )
     hidlr_ratio_limit: float = field(
         default=defaults.RATIO_LIMIT,
-        metadata={"help": "Each group's rate within this factor of the displacement-weighted mean rate; 0: no limit."},
+        metadata={"help": "Each body group's rate within this factor of the geometric mean of the body groups' rates; "
+                  "0: no limit."},
+    )
+    hidlr_noise_hold: float = field(
+        default=defaults.NOISE_HOLD,
+        metadata={"help": "In steady rounds a group whose mean slope is within this many standard errors of zero keeps "
+                  "its rate; 0: every round moves it."},
+    )
+    hidlr_saddle_free: bool = field(
+        default=defaults.SADDLE_FREE,
+        metadata={"help": "A negative curvature along a group's step counts at its magnitude (saddle-free Newton); "
+                  "false: such a round adds nothing to the group's statistics."},
     )
     hidlr_head_phase: float = field(
         default=defaults.HEAD_PHASE,
@@ -195,6 +211,7 @@ class HiDLRConfig:
     def _rule_settings(self) -> dict:
         return {
             "horizon": self.hidlr_horizon,
+            "body_horizon": self.hidlr_body_horizon,
             "ratio_limit": self.hidlr_ratio_limit,
             "smoothing": self.hidlr_smoothing,
             "trust_region": self.hidlr_trust_region,
@@ -203,6 +220,8 @@ class HiDLRConfig:
             "jump_limit": self.hidlr_jump_limit,
             "lr_min": self.hidlr_lr_min,
             "lr_max": self.hidlr_lr_max,
+            "saddle_free": self.hidlr_saddle_free,
+            "noise_hold": self.hidlr_noise_hold,
         }
 
     def _probe_settings(self, noise_tolerance: float) -> dict:
@@ -228,7 +247,7 @@ class HiDLRTrainingArguments(HiDLRConfig, TrainingArguments):
 
 # Setting names used by the core classes' messages, and the flags users set them with.
 _CORE_NAMES = ("calibration_rounds", "overhead_budget", "noise_tolerance", "trust_region", "smoothing", "horizon",
-               "ratio_limit", "head_phase", "jump_limit", "lr_min", "lr_max", "every", "design")
+               "body_horizon", "noise_hold", "ratio_limit", "head_phase", "jump_limit", "lr_min", "lr_max", "every", "design")
 
 
 @contextmanager
