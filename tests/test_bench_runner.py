@@ -48,7 +48,7 @@ def test_each_suite_plans_its_methods_tasks_and_seeds():
     assert len(default) == len(TASKS) * (13 * 3 + 1)  # 160 candidates; the seed rules decide the later seeds
     ablation = _plan("--suite", "ablation")
     assert {t for t, _, _ in ablation} == {"mrpc", "sst2"} and {s for _, _, s in ablation} == {0}
-    assert {m for _, m, _ in ablation} == set(HIDLR_STARTS) | set(ABLATION_METHODS) and len(ablation) == 2 * 18
+    assert {m for _, m, _ in ablation} == set(HIDLR_STARTS) | set(ABLATION_METHODS) and len(ablation) == 2 * 27
     peft = _plan("--suite", "peft")
     assert {m for _, m, _ in peft} == set(PEFT_METHODS) and len(peft) == len(TASKS) * len(PEFT_METHODS) * 3
     # An ablation method named with --methods still runs on its own tasks and seed 0 only.

@@ -64,7 +64,7 @@ def test_coverage_counts_undecided_later_seeds():
     cov = _summary(seed0)["coverage"]
     # Without 3e-04 the tuned rate is unknown: each of the 5 tuning-rule rates may still be owed 2 more seeds.
     assert cov["default"]["undecided_runs"] == len(TASKS) * 5 * 2
-    assert cov["ablation"]["planned_runs"] == 2 * 18 and cov["ablation"]["finished_runs"] == 2 * 3
+    assert cov["ablation"]["planned_runs"] == 2 * 27 and cov["ablation"]["finished_runs"] == 2 * 3
     assert cov["peft"]["finished_runs"] == 0
 
 
@@ -85,7 +85,7 @@ def test_ablation_rows_pair_each_variant_with_the_full_rate_control():
     runs = [make_run("mrpc", "hidlr_from_1e-03", 0, 0.80), make_run("mrpc", "hidlr_no_jumps_from_1e-03", 0, 0.70),
             make_run("mrpc", "hidlr_no_jumps_from_1e-03", 1, 0.99)]  # another seed: not the ablation's
     rows = _summary(runs)["ablation"]
-    assert len(rows) == 2 * 3 * (1 + 5)
+    assert len(rows) == 2 * 3 * (1 + 8)
     full = next(r for r in rows if r["task"] == "mrpc" and r["method"] == "hidlr_from_1e-03")
     variant = next(r for r in rows if r["task"] == "mrpc" and r["method"] == "hidlr_no_jumps_from_1e-03")
     assert full["margin_vs_full"] is None and full["variant"] == "full rate control" and full["start"] == 1e-3

@@ -60,7 +60,9 @@ def test_negative_curvature_near_a_maximum_raises_the_rate(saddle_free):
         hidlr.step(loss)
     if saddle_free:
         assert loss().item() < 1e-3 * start
-        assert hidlr.base_rates[0] == pytest.approx(1.0 / defaults.HORIZON, rel=0.05)  # 1 / (h cos 0) at the minimum
+        # About 1 / (h cos 0) at the minimum; the last steady rounds hold it once the slope there, shrinking towards
+        # zero, is within its own spread across rounds (the noise hold).
+        assert hidlr.base_rates[0] == pytest.approx(1.0 / defaults.HORIZON, rel=0.2)
     else:
         assert hidlr.base_rates == [1e-4] and loss().item() > start - 0.01  # 300 steps of 1.4e-5 each
         assert hidlr.last_estimate.verdict == ["no_curvature"]
