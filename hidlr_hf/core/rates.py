@@ -212,13 +212,14 @@ class RateControl:
             b, A = self.b_mean[k], self.A_mean[k]
             if not (math.isfinite(b) and math.isfinite(A)) or A <= 0:
                 continue
-            if self.phase == STEADY and abs(b) <= s.noise_hold * self.b_std_error(k):
+            std_error = self.b_std_error(k)
+            if self.phase == STEADY and abs(b) <= s.noise_hold * std_error:
                 # The mean slope is within its noise of zero: no evidence about the rate either way, so it stays.
                 # Acted on, a slope lost in noise gives a target near zero and cuts the rate at every round.
                 continue
             if b > 0:
                 targets[k] = b / (self.horizon_of(k) * A)
-            elif b < -self.b_std_error(k) or (self.phase != STEADY and verdict[k] == UPHILL):
+            elif b < -std_error or (self.phase != STEADY and verdict[k] == UPHILL):
                 # Uphill on average, clearly; or, while calibrating, uphill now and on average: shrink.
                 targets[k] = rates[k] / s.trust_region
         targets = self._limit_ratios(targets, rates, active, alpha)
