@@ -129,12 +129,15 @@ def test_code_fingerprint_follows_the_sources_and_mixed_versions_are_flagged(tmp
     runs = [make_run("rte", "hidlr", s, 0.6, code={"hidlr_hf_sha256": "aaa"}) for s in (0, 1)]
     summary = _summary(runs)
     assert summary["code_versions"] == {"aaa": 2}
-    assert "- Code: 2 runs record the `hidlr_hf` source hash `aaa`." in render_markdown(summary)
-    unrecorded = render_markdown(_summary(runs + [make_run("rte", "bitfit", 0, 0.5)]))
-    assert "- Code: 2 runs record the `hidlr_hf` source hash `aaa`; 1 runs record none." in unrecorded
+    assert "- Code: 2 Hi-DLR runs record the `hidlr_hf` source hash `aaa` (the other" in render_markdown(summary)
+    unrecorded = render_markdown(_summary(runs + [make_run("rte", "hidlr_lora", 0, 0.5)]))
+    assert "- Code: 2 Hi-DLR runs record the `hidlr_hf` source hash `aaa`; 1 record none (" in unrecorded
+    # AdamW does not use the engine: its runs of another source version are not "mixed code"
+    adamw = make_run("rte", "adamw_lr5e-05", 0, 0.6, code={"hidlr_hf_sha256": "ccc"})
+    assert _summary(runs + [adamw])["code_versions"] == {"aaa": 2}
     runs.append(make_run("rte", "hidlr", 2, 0.6, code={"hidlr_hf_sha256": "bbb"}))
     text = render_markdown(_summary(runs))
-    assert "**Mixed code:** the runs come from 2 versions" in text and "`bbb`: 1 runs" in text
+    assert "**Mixed code:** the Hi-DLR runs come from 2 versions" in text and "`bbb`: 1 runs" in text
 
 
 def test_linear_fit_and_index_scheme():

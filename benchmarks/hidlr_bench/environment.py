@@ -70,10 +70,12 @@ def code_fingerprint(package: Path = REPO / "hidlr_hf") -> dict:
 
 
 def code_versions(runs: list[dict]) -> dict:
-    """Finished runs per hidlr_hf source hash ("unrecorded" for runs made before runs recorded it)."""
+    """Finished runs of the Hi-DLR engine per hidlr_hf source hash ("unrecorded" for runs made before runs recorded
+    it). Runs of other methods (AdamW, GeN, Prodigy, schedule-free, LoRA) are left out: an engine change does not
+    touch them, so their hash says nothing about whether they may be compared."""
     out: dict = {}
     for run in runs:
-        if "error" not in run:
+        if "error" not in run and (run.get("spec") or {}).get("kind") == "hidlr":
             key = (run.get("code") or {}).get("hidlr_hf_sha256") or "unrecorded"
             out[key] = out.get(key, 0) + 1
     return out

@@ -150,15 +150,16 @@ def _protocol(summary, img_prefix, images) -> list[str]:
     lines += _md_table(["task", "training rows", "epochs", "optimizer steps", "steps the runs took"], rows) + [""]
     versions = {k: v for k, v in (summary.get("code_versions") or {}).items() if k != "unrecorded"}
     if len(versions) > 1:
-        lines += ["**Mixed code:** the runs come from " + str(len(versions)) + " versions of the `hidlr_hf` sources ("
+        lines += ["**Mixed code:** the Hi-DLR runs come from " + str(len(versions)) + " versions of the `hidlr_hf` sources ("
                   + ", ".join(f"`{k}`: {v} runs" for k, v in versions.items()) + "). Numbers of different engine "
                   "versions are compared below; delete the stale run files and rerun the command before drawing "
                   "conclusions.", ""]
     elif versions:
         (sha, n), = versions.items()
         unrecorded = (summary.get("code_versions") or {}).get("unrecorded", 0)
-        lines += [f"- Code: {n} runs record the `hidlr_hf` source hash `{sha}`"
-                  + (f"; {unrecorded} runs record none." if unrecorded else "."), ""]
+        lines += [f"- Code: {n} Hi-DLR runs record the `hidlr_hf` source hash `{sha}`"
+                  + (f"; {unrecorded} record none" if unrecorded else "")
+                  + " (the other methods do not use the engine, so their runs stay valid across engine versions).", ""]
     stale = summary.get("stale_runs") or []
     if stale:
         lines += [f"**Runs of another protocol or method spec:** {len(stale)} run files do not match the protocol "
