@@ -47,6 +47,17 @@ def test_committed_results_ran_this_protocol():
     assert stale_runs(load_overhead_runs(results)) == []
 
 
+def test_committed_runs_trained_the_protocols_length():
+    """Every committed quality run trained its task's full length (a run cut short, or one that trained 0 steps,
+    would rank nothing), and that length is realistic: at least 400 optimizer steps on every task."""
+    assert min(EXPECTED_STEPS.values()) >= 400
+    runs = [r for r in load_runs(REPO / "benchmarks" / "results") if "error" not in r]
+    assert runs, "no committed quality runs"
+    short = [f"{r['task']}/{r['method']}/seed{r['seed']}: {r.get('steps')} steps" for r in runs
+             if r.get("steps") != EXPECTED_STEPS[r["task"]]]
+    assert short == []
+
+
 def test_the_default_suite_is_the_issues_list():
     assert set(ADAMW_GRID) == {f"adamw_lr{lr}" for lr in ("1e-05", "3e-05", "5e-05", "1e-04", "3e-04", "1e-03")}
     assert set(DEFAULT_METHODS) == set(ADAMW_GRID) | {"adamw_lr1e-06", "hidlr", "hidlr_from_1e-06",
