@@ -61,6 +61,9 @@ def worker(rank: int, mode: str, out: str) -> None:
     result["params"] = [p.detach().flatten().tolist() for p in params]
     with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
         json.dump(result, fh)
+    # Both ranks finish before gloo is torn down: a rank destroying the group while its peer still works aborted
+    # now and then ("terminate called without an active exception"), as in train_tiny.py.
+    dist.barrier()
     dist.destroy_process_group()
 
 
