@@ -206,6 +206,24 @@ def test_calibration_ends_when_settled_or_after_its_rounds():
     assert ctrl.phase == STEADY and ctrl.calibration_rounds == 3
 
 
+def test_a_jump_restarts_the_means_only_where_the_probe_scale_grew():
+    """Group 0's step was lost in rounding noise (its probe scale grew): its means restart after its jump. Group 1 was
+    measured properly and moved as far: its means are valid in absolute units and carry on, so the next target rests
+    on both rounds, not on the newest probe batch alone."""
+    ctrl = control(num_groups=2, horizon=1.0, smoothing=0.5)
+    p = propose(ctrl, [1.0, 1.0], [1.0, 1.0], [1e-3, 1e-3], grown=[True, False])
+    assert ctrl.phase == CALIBRATION and p.factors[0] == pytest.approx(100.0)  # target 1, a 1000x jump held to 100
+    ctrl.after_round([0, 1], [10.0, 10.0], grown=[True, False])
+    assert math.isnan(ctrl.b_mean[0]) and ctrl.weight[0] == 0.0
+    assert ctrl.b_mean[1] == pytest.approx(1.0) and ctrl.weight[1] == 1.0
+    propose(ctrl, [3.0, 3.0], [1.0, 1.0], [1e-2, 1e-2])
+    assert ctrl.b_mean[0] == pytest.approx(3.0)  # the newest round only
+    assert ctrl.b_mean[1] == pytest.approx((0.5 * 1.0 + 3.0) / 1.5)  # both rounds, the newest weighing 1 against 0.5
+    # Without ``grown`` (the old call), every jump restarts: what a caller that cannot tell gets.
+    ctrl.after_round([0, 1], [0.1, 0.1])
+    assert math.isnan(ctrl.b_mean[1]) and ctrl.weight[1] == 0.0
+
+
 def test_head_phase_gates_the_body_then_calibrates():
     ctrl = control(num_groups=3, head=[2], head_phase=0.1, total_steps=50)
     assert ctrl.head_steps == 5 and ctrl.phase == HEAD and ctrl.dense

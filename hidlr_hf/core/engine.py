@@ -422,7 +422,7 @@ class HiDLR:
                 if proposal.jump:
                     factors, verified = self._verify(evaluate, base, beta, proposal.alpha, factors, active)
             factors = self.control.bounded(factors, self.base_rates)
-            self.control.after_round(active, factors)
+            self.control.after_round(active, factors, grown)
             rho, verdict = proposal.optimal, proposal.verdict
             joint = estimation.joint_optimum(beta, alpha, active) if self.design == "full" else None
             if joint is not None:  # reported only: the rule uses the diagonal (docs/METHOD.md section 5)

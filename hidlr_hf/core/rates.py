@@ -259,13 +259,17 @@ class RateControl:
         s = self.settings
         return [min(max(r * f, s.lr_min), s.lr_max) / r if r > 0 else 1.0 for r, f in zip(rates, factors)]
 
-    def after_round(self, active: list, factors: list) -> None:
-        """Record the factors taken. A group whose rate jumped (moved beyond the trust region) starts its running
-        means afresh: they were measured at a rate far from the new one, often in rounding noise. Calibration ends
+    def after_round(self, active: list, factors: list, grown: Optional[list] = None) -> None:
+        """Record the factors taken. A group whose rate jumped (moved beyond the trust region) after its probe scale
+        had to grow (``grown``, as given to :meth:`propose`) starts its running means afresh: they were measured in
+        rounding noise. Any other group keeps them: ``b`` and ``A`` are in absolute units, and restarting them at
+        every calibration jump handed the steady phase rates that rested on one probe batch. Calibration ends
         after ``calibration_rounds`` rounds, or once two in a row proposed no change beyond the trust region."""
         g = self.settings.trust_region
+        grown = grown if grown is not None else [True] * self.num_groups
         for k in active:
-            if factors[k] > g * (1 + 1e-9) or factors[k] < 1.0 / (g * (1 + 1e-9)):
+            jumped = factors[k] > g * (1 + 1e-9) or factors[k] < 1.0 / (g * (1 + 1e-9))
+            if jumped and grown[k]:
                 self.b_mean[k] = self.b_sq_mean[k] = self.A_mean[k] = math.nan
                 self.weight[k] = self.weight_sq[k] = 0.0
         if self.phase != CALIBRATION:
