@@ -96,6 +96,19 @@ def pretrained():
     return {k: v.clone() for k, v in body.state_dict().items()}, (X, y, Xt, yt)
 
 
+def _train(model, opt, engine, X, y, loss, steps, gen):
+    """``steps`` steps on random batches of 32 rows, each with its own probe batch; plain ``opt.step()`` when
+    ``engine`` is None, else Hi-DLR's step."""
+    for _ in range(steps):
+        idx, probe = torch.randint(0, len(X), (32,), generator=gen), torch.randint(0, len(X), (32,), generator=gen)
+        opt.zero_grad()
+        loss(model(X[idx]), y[idx]).backward()
+        if engine is None:
+            opt.step()
+        else:
+            engine.step(lambda: loss(model(X[probe]), y[probe]))
+
+
 def _finetune(pretrained, lr, hidlr, steps=300):
     state, (X, y, Xt, yt) = pretrained
     body = _body()
@@ -105,15 +118,7 @@ def _finetune(pretrained, lr, hidlr, steps=300):
     opt = torch.optim.Adam([{"params": list(body.parameters()), "lr": lr, "hidlr_group": "body"},
                             {"params": list(model[1].parameters()), "lr": lr, "hidlr_group": "head"}])
     engine = HiDLR(opt, model=model, head_groups=["head"], total_steps=steps) if hidlr else None
-    gen = torch.Generator().manual_seed(2)
-    for _ in range(steps):
-        idx, probe = torch.randint(0, len(X), (32,), generator=gen), torch.randint(0, len(X), (32,), generator=gen)
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
-        if engine is None:
-            opt.step()
-        else:
-            engine.step(lambda: torch.nn.functional.cross_entropy(model(X[probe]), y[probe]))
+    _train(model, opt, engine, X, y, torch.nn.functional.cross_entropy, steps, torch.Generator().manual_seed(2))
     with torch.no_grad():
         accuracy = float((model(Xt).argmax(1) == yt).float().mean())
     return accuracy, engine
@@ -161,15 +166,7 @@ def _mlp_test_loss(problem, lr, beta1, hidlr, steps=600):
     opt = torch.optim.Adam([{"params": list(m.parameters()), "lr": lr, "hidlr_group": f"layer{i}"}
                             for i, m in enumerate(layers)], betas=(beta1, 0.999))
     engine = HiDLR(opt, model=model, total_steps=steps) if hidlr else None
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        idx, probe = torch.randint(0, len(X), (32,), generator=g), torch.randint(0, len(X), (32,), generator=g)
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(X[idx]), y[idx]).backward()
-        if engine is None:
-            opt.step()
-        else:
-            engine.step(lambda: torch.nn.functional.mse_loss(model(X[probe]), y[probe]))
+    _train(model, opt, engine, X, y, torch.nn.functional.mse_loss, steps, torch.Generator().manual_seed(1))
     with torch.no_grad():
         return float(torch.nn.functional.mse_loss(model(Xt), yt))
 
