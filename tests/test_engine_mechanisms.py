@@ -191,12 +191,35 @@ def test_mlp_from_scratch_any_start_up_to_0_1_no_worse_than_adam(beta1, one_thre
         assert sum(ratios) / len(ratios) <= 1.0 and max(ratios) <= 1.2, (lr, ratios)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14, T2 beyond GLUE: started at 1.0, Hi-DLR ends 2.5x and 4.3x above "
-                   "Adam's test loss on data seeds 3 and 4 (beta1 0.9; 1.3x on seed 3 with beta1 0)")
 @pytest.mark.parametrize("beta1", [0.9, 0.0])
 def test_mlp_from_scratch_started_at_1_no_worse_than_adam(beta1, one_thread):
+    # Until moves down stood without confirmation (see the next test), data seeds 3 and 4 ended 2.5x and 4.3x above
+    # Adam's test loss from this start (beta1 0.9; 1.3x on seed 3 with beta1 0).
     ratios = _ratios(1.0, beta1)
     assert max(ratios) <= 1.2, ratios
+
+
+def test_a_failed_verification_keeps_the_moves_down(one_thread):
+    """Started at 1.0, the first round proposes rates 100x lower for two layers and 23x lower for the third (uphill,
+    held by the ratio limit). The proposal fails its verification (the uphill layer's predicted change is a rise), and
+    the moves down stand anyway: clipped to the trust region (0.5), the next step raised the loss from 0.75 to 1.4e5."""
+    X, y, _, _ = _mlp_problem(3)
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(20, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 1)]
+    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    opt = torch.optim.Adam([{"params": list(m.parameters()), "lr": 1.0, "hidlr_group": f"layer{i}"}
+                            for i, m in enumerate(layers)])
+    engine = HiDLR(opt, model=model, total_steps=600)
+    gen, estimates = torch.Generator().manual_seed(1), []
+    for _ in range(2):
+        idx, probe = torch.randint(0, len(X), (32,), generator=gen), torch.randint(0, len(X), (32,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(X[idx]), y[idx]).backward()
+        estimates.append(engine.step(lambda: torch.nn.functional.mse_loss(model(X[probe]), y[probe])))
+    first, second = estimates
+    assert first.verified is False and first.verdict == ["accepted", "uphill", "accepted"]
+    assert float(first.rate.max()) < 0.05  # every layer far below the trust region's 0.5
+    assert second.loss < 2 * first.loss  # the next round's base point: the model was not wrecked
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])

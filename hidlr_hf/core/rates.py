@@ -250,7 +250,7 @@ class RateControl:
         return None
 
     def within_trust(self, factors: list) -> list:
-        """``factors`` clipped to the trust region (what a jump falls back to when not confirmed)."""
+        """``factors`` clipped to the trust region (what a jump up falls back to when not confirmed)."""
         g = self.settings.trust_region
         return [min(max(f, 1.0 / g), g) for f in factors]
 
