@@ -156,15 +156,21 @@ def _mlp_problem(seed):
     return X[:3072], y[:3072], X[3072:], y[3072:]
 
 
-def _mlp_test_loss(problem, lr, beta1, hidlr, steps=600):
-    """Test MSE of a 3-layer MLP trained from scratch with Adam at ``lr`` (one group per layer), with or without
-    Hi-DLR, on the same batches and probe batches."""
-    X, y, Xt, yt = problem
+def _mlp(lr, beta1=0.9):
+    """A 3-layer ReLU MLP (seeded) and Adam at ``lr`` with one group per layer."""
     torch.manual_seed(0)
     layers = [torch.nn.Linear(20, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 1)]
     model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
     opt = torch.optim.Adam([{"params": list(m.parameters()), "lr": lr, "hidlr_group": f"layer{i}"}
                             for i, m in enumerate(layers)], betas=(beta1, 0.999))
+    return model, opt
+
+
+def _mlp_test_loss(problem, lr, beta1, hidlr, steps=600):
+    """Test MSE of a 3-layer MLP trained from scratch with Adam at ``lr`` (one group per layer), with or without
+    Hi-DLR, on the same batches and probe batches."""
+    X, y, Xt, yt = problem
+    model, opt = _mlp(lr, beta1)
     engine = HiDLR(opt, model=model, total_steps=steps) if hidlr else None
     _train(model, opt, engine, X, y, torch.nn.functional.mse_loss, steps, torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -204,18 +210,12 @@ def test_a_failed_verification_keeps_the_moves_down(one_thread):
     held by the ratio limit). The proposal fails its verification (the uphill layer's predicted change is a rise), and
     the moves down stand anyway: clipped to the trust region (0.5), the next step raised the loss from 0.75 to 1.4e5."""
     X, y, _, _ = _mlp_problem(3)
-    torch.manual_seed(0)
-    layers = [torch.nn.Linear(20, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 1)]
-    model = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
-    opt = torch.optim.Adam([{"params": list(m.parameters()), "lr": 1.0, "hidlr_group": f"layer{i}"}
-                            for i, m in enumerate(layers)])
+    model, opt = _mlp(1.0)
     engine = HiDLR(opt, model=model, total_steps=600)
     gen, estimates = torch.Generator().manual_seed(1), []
     for _ in range(2):
-        idx, probe = torch.randint(0, len(X), (32,), generator=gen), torch.randint(0, len(X), (32,), generator=gen)
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(X[idx]), y[idx]).backward()
-        estimates.append(engine.step(lambda: torch.nn.functional.mse_loss(model(X[probe]), y[probe])))
+        _train(model, opt, engine, X, y, torch.nn.functional.mse_loss, 1, gen)
+        estimates.append(engine.last_estimate)
     first, second = estimates
     assert first.verified is False and first.verdict == ["accepted", "uphill", "accepted"]
     assert float(first.rate.max()) < 0.05  # every layer far below the trust region's 0.5

@@ -189,7 +189,7 @@ def test_steady_moves_within_the_trust_region_and_bounds_hold():
     p = propose(ctrl, [100.0], [1.0], [0.1], grown=[True])
     assert p.factors[0] == pytest.approx(1.5)  # no jumps after calibration
     assert ctrl.bounded([5.0], [0.1]) == pytest.approx([3.0])  # lr_max
-    assert ctrl.within_trust([10.0, 0.01]) == [1.5, 1 / 1.5]
+    assert ctrl.unconfirmed([10.0, 1.2, 0.01]) == [1.5, 1.2, 0.01]  # an unconfirmed jump: up clipped, down kept
 
 
 def test_calibration_ends_when_settled_or_after_its_rounds():

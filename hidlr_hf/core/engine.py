@@ -501,7 +501,8 @@ class HiDLR:
 
     def _verify(self, evaluate, base: float, beta, alpha, factors: list, active: list) -> tuple[list, bool]:
         """One forward pass at the proposed rates: a jump is kept when the loss drops by at least ``verify_ratio`` of
-        the decrease the quadratic model predicts; otherwise moves up are clipped to the trust region."""
+        the decrease the quadratic model predicts; otherwise :meth:`RateControl.unconfirmed` (moves up clipped to the trust
+        region, moves down kept)."""
         xi = torch.zeros(1, self.num_groups, dtype=torch.float64)
         predicted = 0.0
         for k in active:
@@ -514,11 +515,7 @@ class HiDLR:
         measured = float(evaluate(xi)[0]) - base
         if predicted < 0 and measured <= self.rate_settings.verify_ratio * predicted:
             return factors, True
-        # Moves down stand without confirmation: a smaller step can lose at most its own small predicted decrease,
-        # where a destructive rate kept for one more step can wreck the model (an MLP started at 1.0: loss 0.75 ->
-        # 1.4e5 after one step at the trust region's 0.5).
-        clipped = self.control.within_trust(factors)
-        return [f if f < 1.0 else c for f, c in zip(factors, clipped)], False
+        return self.control.unconfirmed(factors), False
 
     def _begin_step(self) -> None:
         if self.control.begin_step(self.num_steps) and self.schedule.every == "auto":

@@ -249,10 +249,13 @@ class RateControl:
             return b / (self.horizon_of(k) * A)
         return None
 
-    def within_trust(self, factors: list) -> list:
-        """``factors`` clipped to the trust region (what a jump up falls back to when not confirmed)."""
+    def unconfirmed(self, factors: list) -> list:
+        """What a jump falls back to when its verification fails: moves up clipped to the trust region, moves down
+        kept. A smaller step can lose at most its own small predicted decrease, where a destructive rate kept one more
+        step can wreck the model (an MLP started at 1.0: loss 0.75 -> 1.4e5 after one step at the trust region's 0.5;
+        docs/METHOD.md section 5.4)."""
         g = self.settings.trust_region
-        return [min(max(f, 1.0 / g), g) for f in factors]
+        return [min(f, g) for f in factors]
 
     def bounded(self, factors: list, rates: list) -> list:
         """``factors`` such that every new rate stays within ``[lr_min, lr_max]``."""
