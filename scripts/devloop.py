@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a Hi-DLR setting for this run, e.g. hidlr_horizon=32 (repeatable)")
     parser.add_argument("--adamw", action="store_true", help="plain AdamW at --lr instead of Hi-DLR")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "devloop")
+    parser.add_argument("--realised-window", type=int, default=0, metavar="N",
+                        help="also record, after each probe round, the training gradient dotted with the step it took "
+                             "over the next N steps, and print the summary (hidlr_bench/realised.py)")
     return parser
 
 
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
                             text=True).stdout.strip()
     started = time.time()
     record = train_one(args.task, METHOD, args.seed, protocol.protocol_of(args.task),
-                       folder / f"work_{args.task}_{args.lr:g}_s{args.seed}")
+                       folder / f"work_{args.task}_{args.lr:g}_s{args.seed}", realised_window=args.realised_window)
     record["wall_seconds"] = time.time() - started
     record["commit"] = commit
     (folder / f"{args.task}_lr{args.lr:g}_s{args.seed}.json").write_text(json.dumps(record, default=str))
@@ -84,9 +87,22 @@ def main(argv=None) -> int:
     if args.settings:
         line += " set=" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in args.settings)
     print(line)
+    if record.get("realised"):
+        print_realised(record["realised"])
     with open(args.out / "results.log", "a") as fh:
         fh.write(line + "\n")
     return 0
+
+
+def print_realised(rounds: list) -> None:
+    """One line per round and group: the slope the probe predicts along the step against the realised one."""
+    from hidlr_bench.realised import summarise
+
+    print("step phase group lr predicted realised (std error; first half / second half) steps clipped")
+    for row in summarise(rounds):
+        print(f"{row['step']:4d} {row['phase'][:5]} {row['group']:10s} {row['lr']:.1e} {row['predicted']:+.2e} "
+              f"{row['realised']:+.2e} ({row['std_error']:.1e}; {row['first_half']:+.2e} / {row['second_half']:+.2e}) "
+              f"{row['steps']} {row['clipped']:.0%}")
 
 
 if __name__ == "__main__":

@@ -149,8 +149,10 @@ def engine_facts(engine) -> dict:
     }
 
 
-def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: Path) -> dict:
-    """Train and evaluate one (task, method, seed) under ``protocol``; returns the run record."""
+def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: Path, realised_window: int = 0) -> dict:
+    """Train and evaluate one (task, method, seed) under ``protocol``; returns the run record. With
+    ``realised_window`` (the dev loop's diagnostic, never in a protocol run) a Hi-DLR run also records what each probe
+    round's step did to the training loss over that many later steps (:mod:`hidlr_bench.realised`)."""
     import torch
     import transformers
     from transformers import DataCollatorWithPadding
@@ -233,6 +235,12 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
     trainer = HiDLRTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
                            compute_metrics=make_compute_metrics(task), callbacks=callbacks, optimizers=optimizers)
     timer.trainer = trainer
+    realised = None
+    if realised_window and trainer.hidlr_controller is not None:
+        from .realised import RealisedSlope
+
+        realised = RealisedSlope(trainer, realised_window)
+        trainer.add_callback(realised)  # after the Hi-DLR callback: it reads the round that callback prepared
     rss_before = rss_mb("VmRSS")
     peak_how = reset_peak_rss()
     clock = cpu_clock()
@@ -297,6 +305,8 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
             record["freeze_step"] = at
             record["median_step_seconds_after_freeze"] = median_or_none(step_seconds[at + 1:])
             record["median_step_seconds_before_freeze"] = median_or_none(step_seconds[: at + 1])
+    if realised is not None:
+        record["realised"] = realised.rounds
     if gen is not None:
         record["gen"] = {"calls": gen.calls, "rates": gen.rates, "lazy_freq": spec["lazy_freq"]}
     if kind == "schedule_free":
