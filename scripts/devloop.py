@@ -62,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.realised_window < 0:
+        parser.error(f"--realised-window must be 0 (off) or a number of steps (got {args.realised_window})")
     spec = {"kind": "adamw", "lr": args.lr, "desc": "dev loop: AdamW"} if args.adamw else {
         "kind": "hidlr", "lr": args.lr, "grouping": "module_type", "hidlr_args": dict(args.settings),
         "desc": "dev loop: Hi-DLR"}

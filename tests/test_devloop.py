@@ -64,3 +64,10 @@ def test_the_realised_slope_summary_is_printed_when_asked_for(devloop, tmp_path,
     assert devloop.main(["--task", "sst2", "--tag", "r", "--realised-window", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "  40 stead attention  5.0e-04 +9.75e-04 +2.00e-03 (1.0e-03; +1.00e-03 / +3.00e-03) 2 50%" in out
+
+
+def test_a_negative_realised_window_is_refused_before_training(devloop, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(devloop, "train_one", lambda *a, **k: pytest.fail("trained despite a bad flag"))
+    with pytest.raises(SystemExit):
+        devloop.main(["--tag", "r", "--realised-window", "-1", "--out", str(tmp_path)])
+    assert "--realised-window must be 0 (off) or a number of steps (got -1)" in capsys.readouterr().err
