@@ -32,17 +32,19 @@ METHOD = "devloop"
 
 
 def parse_setting(text: str) -> tuple[str, object]:
-    """``hidlr_horizon=32`` -> ``("hidlr_horizon", 32.0)``: a HiDLRTrainingArguments field and its value
-    (``true`` / ``false`` become booleans)."""
+    """``hidlr_horizon=1.5`` -> ``("hidlr_horizon", 1.5)``: a HiDLRTrainingArguments field and its value (``true`` /
+    ``false`` become booleans, whole numbers ints: the fields that hold counts need them)."""
     key, sep, value = text.partition("=")
     if not sep or not key.startswith("hidlr_"):
         raise argparse.ArgumentTypeError(f"expected hidlr_<field>=<value>, got {text!r}")
     if value.lower() in ("true", "false"):
         return key, value.lower() == "true"
-    try:
-        return key, float(value)
-    except ValueError:
-        return key, value
+    for kind in (int, float):  # hidlr_probe_batch_size=64 is a count, hidlr_horizon=32 a float
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:

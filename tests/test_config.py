@@ -20,6 +20,7 @@ from hidlr_hf.trainer.config import HiDLRConfig
         ({"hidlr_every": "-2"}, "positive integer or 'auto'"),
         ({"hidlr_every": "often"}, "positive integer or 'auto'"),
         ({"hidlr_probe_batch_size": 0}, "positive integer"),
+        ({"hidlr_probe_batch_size": 64.0}, "positive integer"),  # set in code: a float would fail mid-run
         ({"hidlr_horizon": 0.5}, "--hidlr_horizon must be >= 1"),
         ({"hidlr_ratio_limit": 0.5}, "--hidlr_ratio_limit must be 0"),
         ({"hidlr_head_phase": 1.5}, "--hidlr_head_phase must be 0, a fraction"),

@@ -19,6 +19,8 @@ def devloop():
 def test_settings_are_hidlr_fields_with_numbers_where_numbers(devloop):
     assert devloop.parse_setting("hidlr_horizon=32") == ("hidlr_horizon", 32.0)
     assert devloop.parse_setting("hidlr_every=auto") == ("hidlr_every", "auto")
+    key, size = devloop.parse_setting("hidlr_probe_batch_size=64")
+    assert size == 64 and isinstance(size, int)  # a count: 64.0 would reach a slice and fail mid-run
     assert devloop.parse_setting("hidlr_saddle_free=false") == ("hidlr_saddle_free", False)
     for bad in ("horizon=32", "hidlr_horizon"):
         with pytest.raises(argparse.ArgumentTypeError, match="hidlr_<field>=<value>"):

@@ -155,7 +155,8 @@ class HiDLRConfig:
     def _validate_hidlr(self) -> None:
         self.hidlr_every = parse_every(self.hidlr_every)
         load_scheme(self.hidlr_grouping)  # unknown scheme names and broken scheme files fail here, not mid-run
-        if self.hidlr_probe_batch_size is not None and self.hidlr_probe_batch_size <= 0:
+        size = self.hidlr_probe_batch_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise HiDLRError(f"--hidlr_probe_batch_size must be a positive integer (got {self.hidlr_probe_batch_size}).")
         if not self.hidlr_max_probe_scale > 0:
             raise HiDLRError(f"--hidlr_max_probe_scale must be positive (got {self.hidlr_max_probe_scale}); 1 means no growth.")
