@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from hidlr_hf.core.rates import ACCEPTED, CALIBRATION, HEAD, NO_CURVATURE, STEADY, UPHILL, RateControl, RateSettings
+from hidlr_hf.core.rates import (
+    ACCEPTED, CALIBRATION, HEAD, HEAD_PROBE_GAP, HEAD_ROUNDS, NO_CURVATURE, STEADY, UPHILL, RateControl, RateSettings,
+)
 from hidlr_hf.errors import HiDLRError
 
 
@@ -238,6 +240,18 @@ def test_head_phase_gates_the_body_then_calibrates():
     assert control(num_groups=3, head=[2], head_phase=0.1).phase == CALIBRATION
     assert control(num_groups=3, head=[2], head_phase=7).head_steps == 7
 
+
+
+@pytest.mark.parametrize("total,gap", [(500, 4), (460, 4), (2000, 15), (10000, 75)])
+def test_a_long_head_phase_keeps_about_head_rounds_rounds(total, gap):
+    # 6% of the run: 30 steps at 500 (every fourth step, as before), 120 at 2,000 and 600 at 10,000, where a round
+    # every fourth step would cost 30 and 150 rounds for a rate that settles in a few.
+    ctrl = control(num_groups=3, head=[2], head_phase=0.06, total_steps=total)
+    assert ctrl.dense_gap == gap
+    rounds = len(range(0, ctrl.head_steps, ctrl.dense_gap))
+    assert rounds <= HEAD_ROUNDS or gap == HEAD_PROBE_GAP
+    ctrl.begin_step(ctrl.head_steps)
+    assert ctrl.phase == CALIBRATION and ctrl.dense_gap == 1
 
 def test_state_round_trip():
     ctrl = control(num_groups=2, head=[1], head_phase=3)

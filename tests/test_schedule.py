@@ -76,3 +76,16 @@ def test_state_round_trip_probes_at_the_same_steps():
             spent += 9
             again.after_round(step, 9, spent=spent)
     assert first + rest == steps
+
+
+def test_no_round_where_its_rates_would_barely_be_used():
+    # 500 steps, 5 dense rounds (steps 0-4): the allowance (75 passes) is spent, so MIN_STEADY_ROUNDS rounds remain at
+    # doubling gaps from (500 - 4) // 15 = 33. The fourth gap (264) would end at step 499, the run's last step: a rate
+    # set there is used for one step, so that round is dropped.
+    schedule = ProbeSchedule("auto", overhead_budget=0.05, step_cost=3.0, total_steps=500)
+    steps = rounds(schedule, 500, passes=15, dense_rounds=5)
+    assert steps == [0, 1, 2, 3, 4, 37, 103, 235]
+    assert len(steps) - 5 == MIN_STEADY_ROUNDS
+    # A fixed gap is what the user asked for: every round runs, the last one included.
+    assert rounds(ProbeSchedule(100, total_steps=500), 500, passes=15)[-1] == 400
+    assert rounds(ProbeSchedule(7, total_steps=50), 50, passes=15)[-1] == 49

@@ -30,5 +30,5 @@ NOISE_TOLERANCE = 1e-6  # relative loss change treated as rounding noise with fl
 NOISE_TOLERANCE_LOW_PRECISION = 1e-3  # ... and with bf16 / fp16 forwards
 RANDOM_PROBES = 4  # probes per group of the ``random`` design (the paper's 4K)
 
-OVERHEAD_BUDGET = 0.05  # with EVERY = "auto": probing cost as a fraction of training compute (section 7)
+OVERHEAD_BUDGET = 0.02  # with EVERY = "auto": probing cost as a fraction of training compute (section 7)
 STEP_COST = 3.0  # one training step in probe forward passes: a forward and a backward at equal batch size

@@ -44,6 +44,7 @@ INACTIVE = "inactive"  # frozen, rate 0, no gradient this step, or not probed in
 
 HEAD, CALIBRATION, STEADY = "head", "calibration", "steady"
 HEAD_PROBE_GAP = 4  # the head's rate needs few rounds; probing it at every fourth step keeps the phase cheap
+HEAD_ROUNDS = 8  # ... and on a long head phase about this many rounds (the gap widens), so its cost does not grow
 PHASES = (HEAD, CALIBRATION, STEADY)
 
 
@@ -174,8 +175,11 @@ class RateControl:
 
     @property
     def dense_gap(self) -> int:
-        """Steps between rounds in a dense phase."""
-        return HEAD_PROBE_GAP if self.phase == HEAD else 1
+        """Steps between rounds in a dense phase: calibration 1; the head phase ``HEAD_PROBE_GAP``, widened so that a
+        long head phase (6% of 2,000 steps is 120) still has about ``HEAD_ROUNDS`` rounds."""
+        if self.phase != HEAD:
+            return 1
+        return max(HEAD_PROBE_GAP, math.ceil(self.head_steps / HEAD_ROUNDS))
 
     def gated(self, k: int) -> bool:
         """Whether group k must not move this step (the body, during the head phase)."""

@@ -26,7 +26,8 @@ class ProbeSchedule:
     forward and a backward at equal batch size). When the run's length is known (``total_steps``), the whole run's
     probing, the dense phases included, is held to the same budget where it can be: once the run has spent
     ``overhead_budget * step_cost * total_steps`` forward passes, about ``MIN_STEADY_ROUNDS`` rounds are left for
-    the rest of the run (doubling gaps, early ones first), to correct calibration's errors.
+    the rest of the run (doubling gaps, early ones first), to correct calibration's errors. With ``"auto"`` no steady
+    round runs where fewer than half of the gap before it would be left of the run: its rates would barely be used.
 
     Args:
         every: ``"auto"`` or a positive number of steps.
@@ -96,6 +97,11 @@ class ProbeSchedule:
                 # Front-loaded: rates move most right after calibration, so the gap starts small and doubles.
                 self.gap = min(2 * self.gap, self.budget_gap(forward_passes))
         self.next_step = step + self.gap
+        if self.every == "auto" and dense_gap is None and self.total_steps is not None \
+                and self.total_steps - self.next_step <= self.gap // 2:
+            # A rate set this late would be used for less than half the gap before it (the last doubling gap ends at
+            # the very last step): the round cannot repay its forward passes, so the run ends without it.
+            self.next_step = self.total_steps
 
     def state_dict(self) -> dict:
         """JSON-safe state."""
