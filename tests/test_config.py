@@ -70,7 +70,7 @@ def test_every_setting_is_a_flag_with_the_core_default():
     assert {k: settings[k] for k in ("trust_region", "smoothing", "horizon", "ratio_limit", "head_phase", "jump_limit",
                                      "calibration_rounds", "lr_min", "overhead_budget")} == {
         "trust_region": 2.0, "smoothing": 0.1, "horizon": 32.0, "ratio_limit": 4.0, "head_phase": 0.06,
-        "jump_limit": 100.0, "calibration_rounds": 4, "lr_min": 1e-8, "overhead_budget": 0.02}
+        "jump_limit": 100.0, "calibration_rounds": 6, "lr_min": 1e-8, "overhead_budget": 0.02}
     assert settings["noise_tolerance"] == 1e-6 and args.engine_settings(mixed_precision=True)["noise_tolerance"] == 1e-3
 
 
