@@ -157,7 +157,7 @@ class HiDLRConfig:
         load_scheme(self.hidlr_grouping)  # unknown scheme names and broken scheme files fail here, not mid-run
         size = self.hidlr_probe_batch_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-            raise HiDLRError(f"--hidlr_probe_batch_size must be a positive integer (got {self.hidlr_probe_batch_size}).")
+            raise HiDLRError(f"--hidlr_probe_batch_size must be a positive integer (got {size!r}).")
         if not self.hidlr_max_probe_scale > 0:
             raise HiDLRError(f"--hidlr_max_probe_scale must be positive (got {self.hidlr_max_probe_scale}); 1 means no growth.")
         with _named_as_flags():
