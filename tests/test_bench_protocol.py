@@ -15,6 +15,7 @@ from hidlr_bench.protocol import (
     ADAMW_DEFAULT,
     ADAMW_GRID,
     ALL_METHODS,
+    AUTOPEFT_METHODS,
     CLOSE,
     DEFAULT_METHODS,
     EVERY_SEED,
@@ -65,6 +66,11 @@ def test_the_default_suite_is_the_issues_list():
     assert DEFAULT_METHODS[:2] == ("hidlr", ADAMW_DEFAULT)  # the T1 comparison runs first on every seed
     assert not set(PEFT_METHODS) & set(DEFAULT_METHODS) and not set(ABLATION_METHODS) & set(DEFAULT_METHODS)
     assert {"lora_r8", "lora_plus", "bitfit", "autopeft_1pct"} <= set(SUITES["peft"])
+    # Issue 15's scouting variants: per layer, per module type, and over LoRA on every linear layer.
+    assert set(AUTOPEFT_METHODS) <= set(SUITES["peft"])
+    assert [METHOD_SPECS[m]["grouping"] for m in AUTOPEFT_METHODS] == ["module_type_by_layer", "module_type",
+                                                                       "module_type_by_layer"]
+    assert METHOD_SPECS["autopeft_lora_1pct"]["lora_targets"] == "all-linear"
     assert set(SUITES["ablation"]) == set(HIDLR_STARTS) | set(ABLATION_METHODS)
     assert len(ABLATION_METHODS) == len(ABLATIONS) * len(HIDLR_STARTS) == 24
     assert set(ALL_METHODS) == set(METHOD_SPECS)

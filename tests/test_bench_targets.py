@@ -8,7 +8,7 @@ from hidlr_bench.overhead import summarize_overhead
 from hidlr_bench.protocol import ADAMW_GRID, DEFAULT_METHODS, RIVALS, TASKS, pick_tuned, rival_is_close, seed_rule
 from hidlr_bench.report import render_markdown
 from hidlr_bench.summary import build_summary
-from hidlr_bench.targets import check_targets
+from hidlr_bench.targets import autopeft_check, check_targets
 
 BASE = {"hidlr": 0.80, "adamw_lr5e-05": 0.798, "hidlr_from_1e-06": 0.795, "hidlr_from_1e-03": 0.805,
         "adamw_lr1e-05": 0.75, "adamw_lr3e-05": 0.79, "adamw_lr1e-04": 0.802, "adamw_lr3e-04": 0.70,
@@ -144,3 +144,32 @@ def test_targets_not_run_without_data():
     assert [t["id"] for t in targets] == ["T1", "T2", "T3", "T4"]
     assert all(t["met"] is None and t["verdict"] == "not run yet" for t in targets)
     assert set(RIVALS) == {r["rival"] for r in target(targets, "T3")["rows"]}
+
+
+def _peft_runs(adamw_load, peft_load):
+    """SST-2, seed 0: AdamW at 5e-5 (400 s, steps 0.8 s) and the type-scouting automatic PEFT (300 s, steps 0.4 s after
+    freezing), with the given loads of other work; the baselines it is judged against."""
+    runs = [make_run("sst2", m, 0, v) for m, v in (("hidlr", 0.85), ("adamw_lr1e-04", 0.855), ("lora_r8", 0.81),
+                                                   ("bitfit", 0.76))]
+    runs.append(make_run("sst2", "adamw_lr5e-05", 0, 0.84, other_cpu_load=adamw_load))
+    runs.append(make_run("sst2", "autopeft_1pct_types", 0, 0.85, train_seconds=300.0, trainable_params_final=179_330,
+                         median_step_seconds_after_freeze=0.4, other_cpu_load=peft_load))
+    return runs
+
+
+def test_autopeft_whole_run_compares_idle_runs_of_the_same_seed_only():
+    row = autopeft_check(aggregate_tasks(_peft_runs(0.02, 0.05))[0])["rows"][0]
+    assert (row["method"], row["task"], row["idle_seeds"]) == ("autopeft_1pct_types", "sst2", [0])
+    assert row["wall_clock_ratio"] == pytest.approx(300.0 / 400.0) and row["wall_clock_met"] is True
+    # Step speed-up against the idle AdamW run's median step (0.8 s) over the median step after freezing (0.4 s).
+    assert row["speedup"] == pytest.approx(2.0) and "idle AdamW" in row["speedup_from"]
+    # 85.0 against best full FT 85.5 (within 1 point), LoRA 81, BitFit 76, 0.79% trainable: every part met.
+    assert row["met"] is True
+    # AdamW's run shared the machine: no wall clock is compared, and the check cannot be decided.
+    busy = autopeft_check(aggregate_tasks(_peft_runs(0.9, 0.05))[0])["rows"][0]
+    assert busy["wall_clock_ratio"] is None and busy["wall_clock_met"] is None and busy["met"] is None
+    assert "grid" in busy["speedup_from"]
+    # A whole run slower than AdamW's fails the check even where every score part is met.
+    slow = _peft_runs(0.02, 0.05)
+    slow[-1]["train_seconds"] = 440.0
+    assert autopeft_check(aggregate_tasks(slow)[0])["rows"][0]["wall_clock_met"] is False

@@ -32,6 +32,7 @@ from .protocol import (
     rival_is_close,
     seed_rule,
 )
+from .overhead import BUSY_LOAD
 from .records import mean_or_none, median_or_none, read_json, rounded
 
 RATES_TASK = "mrpc"  # the task of the rate-trajectory figure
@@ -111,9 +112,26 @@ def aggregate_tasks(runs: list[dict]) -> tuple[dict, dict, list]:
             after = [r.get("median_step_seconds_after_freeze") for r in mruns]
             if any(a is not None for a in after):
                 stats["median_step_seconds_after_freeze"] = rounded(median_or_none(after), 4)
+            idle = {str(r["seed"]): _timing(r) for r in mruns if _ran_idle(r)}
+            if idle:
+                stats["idle_timing"] = idle
             entry["methods"][method] = stats
             curves.setdefault(task, {})[method] = _curve_mean([r.get("loss_curve") or [] for r in mruns])
     return tasks, curves, errors
+
+
+def _ran_idle(run: dict) -> bool:
+    """Whether a quality run had the machine to itself (its recorded load of other work at most ``BUSY_LOAD``): only
+    such runs' wall clocks may be compared with each other."""
+    load = run.get("other_cpu_load")
+    return load is not None and load <= BUSY_LOAD and run.get("train_seconds") is not None
+
+
+def _timing(run: dict) -> dict:
+    return {"train_seconds": rounded(run.get("train_seconds"), 2),
+            "median_step_seconds": rounded(run.get("median_step_seconds"), 4),
+            "median_step_seconds_after_freeze": rounded(run.get("median_step_seconds_after_freeze"), 4),
+            "other_cpu_load": rounded(run.get("other_cpu_load"), 3)}
 
 
 def _phase_ends(history: list, record: dict) -> tuple:

@@ -68,7 +68,9 @@ def start_suffix(base: str) -> str:
 
 
 ABLATION_METHODS = tuple(f"hidlr_{variant}{start_suffix(base)}" for variant in ABLATIONS for base in HIDLR_STARTS)
-PEFT_METHODS = ("lora_r8", "lora_plus", "bitfit", "hidlr_lora", "autopeft_1pct")  # issue 15 revisits these
+# Scouting per layer, per module type, and over LoRA adapters on every linear layer (hidlr-glue --peft autopeft_lora).
+AUTOPEFT_METHODS = ("autopeft_1pct", "autopeft_1pct_types", "autopeft_lora_1pct")
+PEFT_METHODS = ("lora_r8", "lora_plus", "bitfit", "hidlr_lora") + AUTOPEFT_METHODS  # issue 15 revisits these
 
 # The default suite, in the order a seed runs them: the comparisons of targets T1 and T2 first.
 DEFAULT_METHODS = (HIDLR, ADAMW_DEFAULT) + HIDLR_STARTS[1:] + tuple(m for m in ADAMW_GRID if m != ADAMW_DEFAULT) + (
@@ -131,6 +133,15 @@ METHOD_SPECS: dict[str, dict] = {
     "autopeft_1pct": {"kind": "hidlr", "lr": TRAINER_DEFAULT_LR, "grouping": "module_type_by_layer",
                       "freeze_at": "0.2", "budget": "0.01",
                       "desc": "Hi-DLR module_type_by_layer, freeze at 20% of steps keeping 1% of parameters"},
+    # The cheap scouting of issue 15: one group per module type (7 on MiniLM, not 28), so each round costs a quarter.
+    "autopeft_1pct_types": {"kind": "hidlr", "lr": TRAINER_DEFAULT_LR, "grouping": "module_type",
+                            "freeze_at": "0.2", "budget": "0.01",
+                            "desc": "Hi-DLR module_type (one group per type, every layer), freeze at 20% of steps "
+                                    "keeping 1% of parameters"},
+    "autopeft_lora_1pct": {"kind": "hidlr", "lr": 5e-4, "lora": True, "lora_targets": "all-linear",
+                           "grouping": "module_type_by_layer", "freeze_at": "0.2", "budget": "0.01",
+                           "desc": "LoRA r 8 on every linear layer, Hi-DLR module_type_by_layer from 5e-4, freeze at "
+                                   "20% of steps keeping 1% of parameters"},
 }
 HIDLR_METHODS = tuple(m for m in ALL_METHODS if METHOD_SPECS[m]["kind"] == "hidlr")
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}

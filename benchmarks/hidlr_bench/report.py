@@ -497,10 +497,17 @@ def _autopeft(summary, img_prefix, images) -> list[str]:
     for r in check["rows"]:
         best = NOT_RUN_CELL if r["best_full_ft"] is None else f"{_fmt(r['best_full_ft'])} (`{r['best_full_ft_method']}`)"
         frac = NOT_RUN_CELL if r["trainable_percent"] is None else f"{r['trainable_percent']:.3f}%"
-        rows.append([r["task"], f"{_fmt(r['autopeft'])} ({r['seeds']})", frac, best, _fmt(r["full_ft_gap"]),
-                     _fmt(r["lora_r8"]), _fmt(r["bitfit"]), _fmt(r["speedup"]), _fmt(r["met"])])
-    lines += _md_table(["task", "autopeft", "trainable", "best full FT", "gap", "LoRA r8", "BitFit",
-                        "step speed-up after freezing", "met"], rows) + [""]
+        wall = NOT_RUN_CELL if r["wall_clock_ratio"] is None else (
+            f"{_fmt(r['wall_clock_ratio'])} (seeds {', '.join(str(s) for s in r['idle_seeds'])})")
+        rows.append([f"`{r['method']}`", r["task"], f"{_fmt(r['autopeft'])} ({r['seeds']})", frac, best,
+                     _fmt(r["full_ft_gap"]), _fmt(r["lora_r8"]), _fmt(r["bitfit"]), _fmt(r["probe_seconds"]),
+                     _fmt(r["speedup"]), wall, _fmt(r["met"])])
+    lines += _md_table(["method", "task", "score", "trainable", "best full FT", "gap", "LoRA r8", "BitFit",
+                        "probing s", "step speed-up after freezing", "whole run / AdamW 5e-5 (idle)", "met"], rows)
+    sources = sorted({r["speedup_from"] for r in check["rows"] if r.get("speedup_from")})
+    lines += ["", "Step speed-up measured against " + "; elsewhere against ".join(sources) + ". The whole-run "
+              "wall clock compares only runs of the same seed that had the machine to themselves; 'not run yet' "
+              "where no such pair exists.", ""] if sources else [""]
     rows = [[f"`{m}`"] + [_cell(tasks.get(t, {}).get("methods", {}).get(m)) for t in TASKS] for m in PEFT_METHODS]
     return lines + _md_table(["PEFT method"] + list(TASKS), rows) + [""]
 
