@@ -57,7 +57,7 @@ def test_the_report_builds_from_zero_runs(tmp_path):
         assert re.search(rf"### {tid}: .*\n\nVerdict: \*\*not run yet\*\*", text), tid
     for section in ("Overhead", "Scaling of one probe round", "Where Hi-DLR loses"):
         assert f"## {section}\n" in text and "not run yet" in text.split(f"## {section}\n")[1].split("##")[0], section
-    assert "Automatic PEFT trains <= 1% of parameters" in text and "issue 15 revisits" in text
+    assert "Automatic PEFT trains <= 1% of parameters" in text and "Issue 15's check" in text
     assert "| mrpc | all | 2 | 460 | not run yet |" in text and "| sst2 | 8,000 | 1 | 500 | not run yet |" in text
     assert not list((tmp_path / "docs" / "img").glob("*.png"))
     assert _not_from_summary(summary, text.replace(str(tmp_path), "")) == []  # the folder's name is no result

@@ -486,8 +486,8 @@ def _autopeft(summary, img_prefix, images) -> list[str]:
     check = summary.get("autopeft") or {}
     tasks = summary.get("tasks", {})
     lines = ["## Automatic PEFT", "",
-             f"Not a target of this protocol: issue {summary['issues']['peft']} revisits automatic PEFT and its comparison "
-             "with LoRA, LoRA+ and BitFit (`--suite peft`).", ""]
+             f"Issue {summary['issues']['peft']}'s check (`--suite peft`): automatic PEFT against LoRA, LoRA+, BitFit and "
+             "full fine-tuning, in score and in cost.", ""]
     if not check.get("rows"):
         return lines + [f"{check.get('check', 'Automatic PEFT')}: {NOT_RUN_CELL}.", ""]
     met = check["met"]
@@ -498,7 +498,8 @@ def _autopeft(summary, img_prefix, images) -> list[str]:
         best = NOT_RUN_CELL if r["best_full_ft"] is None else f"{_fmt(r['best_full_ft'])} (`{r['best_full_ft_method']}`)"
         frac = NOT_RUN_CELL if r["trainable_percent"] is None else f"{r['trainable_percent']:.3f}%"
         wall = NOT_RUN_CELL if r["wall_clock_ratio"] is None else (
-            f"{_fmt(r['wall_clock_ratio'])} (seeds {', '.join(str(s) for s in r['idle_seeds'])})")
+            f"{_fmt(r['wall_clock_ratio'])} (seed{'s' if len(r['idle_seeds']) > 1 else ''} "
+            f"{', '.join(str(s) for s in r['idle_seeds'])})")
         rows.append([f"`{r['method']}`", r["task"], f"{_fmt(r['autopeft'])} ({r['seeds']})", frac, best,
                      _fmt(r["full_ft_gap"]), _fmt(r["lora_r8"]), _fmt(r["bitfit"]), _fmt(r["probe_seconds"]),
                      _fmt(r["speedup"]), wall, _fmt(r["met"])])
