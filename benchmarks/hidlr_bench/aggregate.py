@@ -16,6 +16,7 @@ from .protocol import (
     ABLATION_TASKS,
     ADAMW_GRID,
     ALL_METHODS,
+    BUSY_LOAD,
     CLOSE,
     EVERY_SEED,
     FULL,
@@ -32,7 +33,6 @@ from .protocol import (
     rival_is_close,
     seed_rule,
 )
-from .overhead import BUSY_LOAD
 from .records import mean_or_none, median_or_none, read_json, rounded
 
 RATES_TASK = "mrpc"  # the task of the rate-trajectory figure

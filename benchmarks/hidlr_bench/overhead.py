@@ -25,11 +25,10 @@ from pathlib import Path
 
 from . import REPO, SCRIPT
 from .environment import code_fingerprint, command_line, machine_info
-from .protocol import ADAMW_DEFAULT, HIDLR, PROJECTION_STEPS
+from .protocol import ADAMW_DEFAULT, BUSY_LOAD, HIDLR, PROJECTION_STEPS
 from .records import read_json, rounded, write_json_atomic
 
 MODES = {"plain": ADAMW_DEFAULT, "hidlr": HIDLR}  # A, then B
-BUSY_LOAD = 0.25  # cores of other work during a timed run above which the machine was not idle
 
 
 def overhead_path(out: Path, task: str, rep: int, mode: str) -> Path:

@@ -184,6 +184,7 @@ QUICK = {"tasks": ("sst2",), "methods": (ADAMW_DEFAULT, HIDLR, "hidlr_no_jumps")
          "overhead_tasks": ("sst2",), "overhead_reps": 1, "scaling_groups": (2, 4, 8), "scaling_sizes": ("tiny", "minilm")}
 LINEAR_R2 = 0.95  # growth called linear when the linear fit explains at least this much variance
 PROJECTION_STEPS = (2000, 10000)  # run lengths the overhead is projected to (target T4: 1.03 at 2,000)
+BUSY_LOAD = 0.25  # cores of other work during a timed run above which the machine was not idle
 
 
 def task_protocol(task: str, quick: bool = False) -> dict:
