@@ -173,3 +173,20 @@ def test_autopeft_whole_run_compares_idle_runs_of_the_same_seed_only():
     slow = _peft_runs(0.02, 0.05)
     slow[-1]["train_seconds"] = 440.0
     assert autopeft_check(aggregate_tasks(slow)[0])["rows"][0]["wall_clock_met"] is False
+
+
+def test_autopeft_faces_each_peft_baseline_at_its_best_rate():
+    """LoRA r8 at 2e-3 (0.86) beats both its 5e-4 run and the automatic PEFT (0.85): the row names it and fails."""
+    runs = _peft_runs(0.02, 0.05) + [make_run("sst2", "lora_r8_lr2e-03", 0, 0.86),
+                                     make_run("sst2", "bitfit_lr3e-03", 0, 0.70)]
+    check = autopeft_check(aggregate_tasks(runs)[0])
+    row = check["rows"][0]
+    assert (row["lora_r8_method"], row["lora_r8"]) == ("lora_r8_lr2e-03", pytest.approx(86.0))
+    # BitFit's second rate scored lower: its first one stays the reference.
+    assert (row["bitfit_method"], row["bitfit"]) == ("bitfit", pytest.approx(76.0))
+    assert row["beats_lora_met"] is False and row["beats_bitfit_met"] is True and row["met"] is False
+    assert check["baselines"]["lora_r8"] == ["lora_r8", "lora_r8_lr2e-03"]
+    # Without any LoRA run the comparison is undecided, not passed.
+    no_lora = [r for r in runs if not r["method"].startswith("lora")]
+    row = autopeft_check(aggregate_tasks(no_lora)[0])["rows"][0]
+    assert row["lora_r8"] is None and row["beats_lora_met"] is None

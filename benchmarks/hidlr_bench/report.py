@@ -501,9 +501,10 @@ def _autopeft(summary, img_prefix, images) -> list[str]:
             f"{_fmt(r['wall_clock_ratio'])} (seed{'s' if len(r['idle_seeds']) > 1 else ''} "
             f"{', '.join(str(s) for s in r['idle_seeds'])})")
         rows.append([f"`{r['method']}`", r["task"], f"{_fmt(r['autopeft'])} ({r['seeds']})", frac, best,
-                     _fmt(r["full_ft_gap"]), _fmt(r["lora_r8"]), _fmt(r["bitfit"]), _fmt(r["probe_seconds"]),
+                     _fmt(r["full_ft_gap"]), _baseline(r, "lora_r8"), _baseline(r, "bitfit"), _fmt(r["probe_seconds"]),
                      _fmt(r["speedup"]), wall, _fmt(r["met"])])
-    lines += _md_table(["method", "task", "score", "trainable", "best full FT", "gap", "LoRA r8", "BitFit",
+    lines += _md_table(["method", "task", "score", "trainable", "best full FT", "gap", "LoRA r8 (best rate)",
+                        "BitFit (best rate)",
                         "probing s", "step speed-up after freezing", "whole run / AdamW 5e-5 (idle)", "met"], rows)
     sources = sorted({r["speedup_from"] for r in check["rows"] if r.get("speedup_from")})
     lines += ["", "Step speed-up measured against " + "; elsewhere against ".join(sources) + ". The whole-run "
@@ -511,6 +512,12 @@ def _autopeft(summary, img_prefix, images) -> list[str]:
               "where no such pair exists.", ""] if sources else [""]
     rows = [[f"`{m}`"] + [_cell(tasks.get(t, {}).get("methods", {}).get(m)) for t in TASKS] for m in PEFT_METHODS]
     return lines + _md_table(["PEFT method"] + list(TASKS), rows) + [""]
+
+
+def _baseline(row: dict, family: str) -> str:
+    """A PEFT baseline's best score on the row's task, with the method (rate) that gave it."""
+    value, method = row.get(family), row.get(f"{family}_method")
+    return NOT_RUN_CELL if value is None else f"{_fmt(value)} (`{method}`)" if method else _fmt(value)
 
 
 def _failures(summary, img_prefix, images) -> list[str]:
