@@ -242,6 +242,49 @@ def test_exported_lora_adapter_reproduces_the_run(tmp_path):
     torch.testing.assert_close(eval_logits(loaded), eval_logits(trainer.model), rtol=0, atol=1e-5)
 
 
+def test_frozen_lora_layers_skip_their_branch_and_the_adapter_still_reproduces_the_run(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    base = saved_base(tmp_path)
+    model = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(base),
+        LoraConfig(task_type="SEQ_CLS", r=4, target_modules="all-linear"),
+    )
+    scheme = tmp_path / "scheme.json"  # both factors of a layer in one group, so a whole layer can be frozen
+    scheme.write_text(json.dumps({"layer0": r"layer\.0\..*lora_", "layer1": r"layer\.1\..*lora_", "head": "classifier"}))
+    trainer = make_trainer(tmp_path / "run", model=model, hidlr_grouping=str(scheme), hidlr_trainable_budget="top1",
+                           save_strategy="steps", save_steps=5)
+    trainer.train()
+    decision = trainer.hidlr_controller.freeze_decision
+    frozen_layer = [g for g, keep in zip(trainer.hidlr.group_names, decision["kept"]) if not keep]
+    assert len(frozen_layer) == 1, (trainer.hidlr.group_names, decision)
+    index = frozen_layer[0][-1]
+    layers = {n: m for n, m in trainer.model.named_modules() if hasattr(m, "lora_B") and hasattr(m, "disable_adapters")}
+    skipped = {n for n, m in layers.items() if m.disable_adapters}
+    assert skipped == {n for n in layers if f".layer.{index}." in n} and decision["lora_layers_skipped"] == 6
+    # Switched back on, the frozen layers change nothing: their branch is exactly zero.
+    logits = eval_logits(trainer.model)
+    for n in skipped:
+        layers[n].enable_adapters(True)
+    assert torch.equal(eval_logits(trainer.model), logits)
+    for n in skipped:
+        layers[n].enable_adapters(False)
+    out = tmp_path / "adapter"
+    trainer.export_peft_config(str(out))
+    torch.testing.assert_close(eval_logits(load_adapter(base, str(out))), logits, rtol=0, atol=1e-5)
+    # A run resumed after the freeze skips the same layers.
+    resumed_model = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(base),
+        LoraConfig(task_type="SEQ_CLS", r=4, target_modules="all-linear"),
+    )
+    resumed = make_trainer(tmp_path / "resumed", model=resumed_model, hidlr_grouping=str(scheme),
+                           hidlr_trainable_budget="top1", save_strategy="steps", save_steps=5)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-5"))
+    assert {n for n, m in resumed.model.named_modules() if getattr(m, "disable_adapters", False) is True
+            and hasattr(m, "lora_B")} == skipped
+
+
 def test_export_command_line(tmp_path, capsys):
     trainer = make_trainer(tmp_path / "run")
     trainer.train()

@@ -1,6 +1,7 @@
 """The benchmark's protocol and command line (benchmarks/hidlr_bench): tasks, methods, suites, seed rules, defaults."""
 
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from hidlr_bench.aggregate import load_runs
 from hidlr_bench.cli import build_parser, resolve_args
 from hidlr_bench.overhead import load_overhead_runs
 from hidlr_bench.protocol import (
+    LORA,
     ABLATION_METHODS,
     ABLATIONS,
     ADAMW_DEFAULT,
@@ -71,6 +73,7 @@ def test_the_default_suite_is_the_issues_list():
     assert [METHOD_SPECS[m]["grouping"] for m in AUTOPEFT_METHODS] == ["module_type_by_layer", "module_type",
                                                                        "module_type_by_layer"]
     assert METHOD_SPECS["autopeft_lora_1pct"]["lora_targets"] == "all-linear"
+    assert METHOD_SPECS["autopeft_lora_1pct"]["lora_dropout"] == 0.0 and "lora_dropout" not in METHOD_SPECS["lora_r8"]
     assert set(SUITES["ablation"]) == set(HIDLR_STARTS) | set(ABLATION_METHODS)
     assert len(ABLATION_METHODS) == len(ABLATIONS) * len(HIDLR_STARTS) == 24
     assert set(ALL_METHODS) == set(METHOD_SPECS)
@@ -164,3 +167,16 @@ def test_tuned_rate_ties_go_to_the_lower_training_loss_then_the_grid_order():
     assert pick_tuned({"adamw_lr1e-03": (0.5, None), "adamw_lr5e-05": (0.5, None)}) == "adamw_lr5e-05"
     assert pick_tuned({"adamw_lr1e-03": (0.7, 0.9), "adamw_lr1e-05": (0.5, 0.1)}) == "adamw_lr1e-03"
     assert pick_tuned({}) is None
+
+
+def test_add_lora_takes_the_specs_targets_and_dropout(monkeypatch):
+    import hidlr_hf.glue.modeling as modeling
+    from hidlr_bench import methods
+
+    seen = []
+    monkeypatch.setattr(modeling, "apply_peft", lambda model, args: seen.append(args) or model)
+    monkeypatch.setattr(methods, "minilm_args", lambda: types.SimpleNamespace())
+    methods.add_lora("model", "all-linear", 0.0)
+    methods.add_lora("model")
+    assert (seen[0].lora_target_modules, seen[0].lora_dropout) == ("all-linear", 0.0)
+    assert (seen[1].lora_target_modules, seen[1].lora_dropout) == ("query,value", LORA["lora_dropout"])

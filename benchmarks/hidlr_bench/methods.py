@@ -30,15 +30,15 @@ from .protocol import (
 from .records import median_or_none
 
 
-def add_lora(model, targets=None):
+def add_lora(model, targets=None, dropout=None):
     """LoRA as the protocol sets it (:data:`~hidlr_bench.protocol.LORA`), through ``hidlr-glue``'s ``--peft lora``;
-    ``targets`` (``"all-linear"`` or a list of module names) replaces the protocol's target modules."""
+    ``targets`` (``"all-linear"`` or a list of module names) and ``dropout`` replace the protocol's."""
     from hidlr_hf.glue.modeling import apply_peft
 
     targets = LORA["target_modules"] if targets is None else targets
     args = minilm_args()
     args.peft, args.lora_r, args.lora_alpha = "lora", LORA["r"], LORA["lora_alpha"]
-    args.lora_dropout = LORA["lora_dropout"]
+    args.lora_dropout = LORA["lora_dropout"] if dropout is None else dropout
     args.lora_target_modules = targets if isinstance(targets, str) else ",".join(targets)
     return apply_peft(model, args)
 
@@ -171,7 +171,7 @@ def train_one(task_name: str, method: str, seed: int, protocol: dict, workdir: P
     collator = DataCollatorWithPadding(tokenizer)
     model = load_classifier(task, seed)
     if spec.get("lora"):
-        model = add_lora(model, spec.get("lora_targets"))
+        model = add_lora(model, spec.get("lora_targets"), spec.get("lora_dropout"))
     if spec.get("bitfit"):
         apply_bitfit(model)
     trainable, total = count_params(model)

@@ -147,10 +147,11 @@ METHOD_SPECS: dict[str, dict] = {
                             "freeze_at": "0.2", "budget": "0.01",
                             "desc": "Hi-DLR module_type (one group per type, every layer), freeze at 20% of steps "
                                     "keeping 1% of parameters"},
+    # No LoRA dropout: on CPU the dropout of 37 LoRA branches made a MiniLM step as slow as full fine-tuning.
     "autopeft_lora_1pct": {"kind": "hidlr", "lr": 5e-4, "lora": True, "lora_targets": "all-linear",
-                           "grouping": "module_type_by_layer", "freeze_at": "0.2", "budget": "0.01",
-                           "desc": "LoRA r 8 on every linear layer, Hi-DLR module_type_by_layer from 5e-4, freeze at "
-                                   "20% of steps keeping 1% of parameters"},
+                           "lora_dropout": 0.0, "grouping": "module_type_by_layer", "freeze_at": "0.2", "budget": "0.01",
+                           "desc": "LoRA r 8 on every linear layer without LoRA dropout, Hi-DLR module_type_by_layer "
+                                   "from 5e-4, freeze at 20% of steps keeping 1% of parameters"},
 }
 HIDLR_METHODS = tuple(m for m in ALL_METHODS if METHOD_SPECS[m]["kind"] == "hidlr")
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}

@@ -29,6 +29,7 @@ from hidlr_hf.core.freezing import copy_bytes, copy_groups, drop_frozen_grads, f
 from hidlr_hf.core.grouping import is_head_group
 from hidlr_hf.core.selection import group_records, select
 from hidlr_hf.errors import HiDLRError
+from hidlr_hf.peft.frozen_lora import skip_frozen_lora
 
 from . import internals
 from .config import HiDLRConfig
@@ -51,7 +52,8 @@ class HiDLRController:
     Attributes:
         engine: the :class:`~hidlr_hf.HiDLR` engine of the current training (None before ``train()``).
         freeze_decision: what automatic PEFT decided (``step``, ``kept``, ``rank``, ``budget``, ``total_params``,
-            ``trainable_params``, ``restored``: whether frozen groups went back to their initial values), None until
+            ``trainable_params``, ``restored``: whether frozen groups went back to their initial values,
+            ``lora_layers_skipped``: how many frozen LoRA layers stopped computing their zero branch), None until
             groups are frozen.
         initial: ``{group index: CPU tensors}``, the values candidate groups had when training started (automatic
             PEFT only; :mod:`hidlr_hf.trainer.initial`): every candidate group until the freeze, the kept ones after.
@@ -317,6 +319,15 @@ class HiDLRController:
         if self.freeze_decision:
             # The checkpoint's model already holds the frozen groups at their initial values.
             freeze_groups(self.engine, self.freeze_decision["kept"])
+            if self.freeze_decision.get("restored"):
+                self._skip_frozen_lora()
+
+    def _skip_frozen_lora(self) -> list[str]:
+        """Frozen LoRA layers back at their zero start stop computing their branch: the same output, faster steps."""
+        skipped = skip_frozen_lora(self.trainer.model)
+        if skipped:
+            logger.info("Hi-DLR automatic PEFT: %d frozen LoRA layers now skip their (zero) branch.", len(skipped))
+        return skipped
 
     # -- probes --------------------------------------------------------------------------------------
 
@@ -426,6 +437,7 @@ class HiDLRController:
                 stacklevel=2,
             )
         freeze_groups(engine, selection.kept, initial=self.initial if restored else None)
+        skipped = self._skip_frozen_lora() if restored else []
         # Frozen groups now sit at their initial values in the model itself; the kept ones' copy stays (it is the
         # budget's size) for adapters that store a change from the base (BEFT biases).
         self.initial = {k: v for k, v in (self.initial or {}).items() if selection.kept[k]} if restored else None
@@ -437,6 +449,7 @@ class HiDLRController:
             "total_params": selection.total_params,
             "trainable_params": selection.trainable_params,
             "restored": restored,
+            "lora_layers_skipped": len(skipped),
         }
         logger.info(
             "Hi-DLR automatic PEFT at step %d: kept %s (%d of %d parameters, %.3f%%).",
