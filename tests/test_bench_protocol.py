@@ -70,8 +70,15 @@ def test_the_default_suite_is_the_issues_list():
     assert {"lora_r8", "lora_plus", "bitfit", "autopeft_1pct"} <= set(SUITES["peft"])
     # Issue 15's scouting variants: per layer, per module type, and over LoRA on every linear layer.
     assert set(AUTOPEFT_METHODS) <= set(SUITES["peft"])
-    assert [METHOD_SPECS[m]["grouping"] for m in AUTOPEFT_METHODS] == ["module_type_by_layer", "module_type",
-                                                                       "module_type_by_layer"]
+    assert [METHOD_SPECS[m]["grouping"] for m in AUTOPEFT_METHODS[:3]] == ["module_type_by_layer", "module_type",
+                                                                           "module_type_by_layer"]
+    # Per layer with both LoRA factors in one group: every layer of MiniLM, the pooler's LoRA and the head.
+    by_layer = METHOD_SPECS["autopeft_lora_layers_1pct"]["grouping"]
+    assert list(by_layer) == [f"layers.{i}.lora" for i in range(6)] + ["pooler.lora", "head"]
+    name = "base_model.model.bert.encoder.layer.{}.attention.self.query.lora_{}.default.weight"
+    assert all(re.search(by_layer[f"layers.{i}.lora"], name.format(i, f)) for i in range(6) for f in "AB")
+    assert not re.search(by_layer["layers.1.lora"], name.format(0, "A"))
+    assert not re.search(by_layer["layers.1.lora"], "base_model.model.bert.encoder.layer.1.attention.self.query.base_layer.weight")
     assert METHOD_SPECS["autopeft_lora_1pct"]["lora_targets"] == "all-linear"
     assert METHOD_SPECS["autopeft_lora_1pct"]["lora_dropout"] == 0.0 and "lora_dropout" not in METHOD_SPECS["lora_r8"]
     assert set(SUITES["ablation"]) == set(HIDLR_STARTS) | set(ABLATION_METHODS)

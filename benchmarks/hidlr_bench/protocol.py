@@ -69,7 +69,12 @@ def start_suffix(base: str) -> str:
 
 ABLATION_METHODS = tuple(f"hidlr_{variant}{start_suffix(base)}" for variant in ABLATIONS for base in HIDLR_STARTS)
 # Scouting per layer, per module type, and over LoRA adapters on every linear layer (hidlr-glue --peft autopeft_lora).
-AUTOPEFT_METHODS = ("autopeft_1pct", "autopeft_1pct_types", "autopeft_lora_1pct")
+AUTOPEFT_METHODS = ("autopeft_1pct", "autopeft_1pct_types", "autopeft_lora_1pct", "autopeft_lora_layers_1pct")
+MINILM_LAYERS = 6
+# One group per transformer layer holding both LoRA factors of its every linear layer (8 groups instead of 15): half
+# the probing, and a frozen layer skips all its LoRA branches (a layer with one factor kept cannot).
+LORA_BY_LAYER = {**{f"layers.{i}.lora": rf"\.layer\.{i}\..*lora_" for i in range(MINILM_LAYERS)},
+                 "pooler.lora": r"pooler\..*lora_", "head": r"classifier\."}
 # The PEFT baselines at a second, higher rate each: PEFT trains few parameters and wants rates far above full
 # fine-tuning's, so the automatic-PEFT check compares against the best rate of each family (on SST-2 seed 0, LoRA r8
 # scored 81.3 / 82.2 / 83.7 / 67.8 at 5e-4 / 1e-3 / 2e-3 / 5e-3; BitFit 76.4 / 80.9 at 1e-3 / 3e-3).
@@ -147,6 +152,11 @@ METHOD_SPECS: dict[str, dict] = {
                             "freeze_at": "0.2", "budget": "0.01",
                             "desc": "Hi-DLR module_type (one group per type, every layer), freeze at 20% of steps "
                                     "keeping 1% of parameters"},
+    "autopeft_lora_layers_1pct": {"kind": "hidlr", "lr": 5e-4, "lora": True, "lora_targets": "all-linear",
+                                  "lora_dropout": 0.0, "grouping": LORA_BY_LAYER, "freeze_at": "0.2", "budget": "0.01",
+                                  "desc": "LoRA r 8 on every linear layer without LoRA dropout, one Hi-DLR group per "
+                                          "layer (both factors), from 5e-4, freeze at 20% of steps keeping 1% of "
+                                          "parameters"},
     # No LoRA dropout: on CPU the dropout of 37 LoRA branches made a MiniLM step as slow as full fine-tuning.
     "autopeft_lora_1pct": {"kind": "hidlr", "lr": 5e-4, "lora": True, "lora_targets": "all-linear",
                            "lora_dropout": 0.0, "grouping": "module_type_by_layer", "freeze_at": "0.2", "budget": "0.01",
