@@ -36,18 +36,3 @@ def test_trust_remote_code_is_off_unless_asked(tmp_path):
     assert model_args.trust_remote_code is False
     model_args, _, _, _ = arguments.parse_args(["--task_name", "rte", "--output_dir", str(tmp_path / "b"), "--trust_remote_code", "true"])
     assert model_args.trust_remote_code is True
-
-
-def test_lora_targets_and_dropout_follow_the_mode_unless_given(tmp_path):
-    def resolved(*flags):
-        model_args, data_args, training_args, given = arguments.parse_args(
-            ["--task_name", "rte", "--output_dir", str(tmp_path), *flags]
-        )
-        arguments.finalise_args(model_args, data_args, training_args, given)
-        return model_args.lora_target_modules, model_args.lora_dropout
-
-    assert resolved("--peft", "lora") == ("query,value", 0.1)
-    # LoRA on every linear layer, where dropout costs the most: none, as peft's own default.
-    assert resolved("--peft", "autopeft_lora") == ("all-linear", 0.0)
-    assert resolved("--peft", "autopeft_lora", "--lora_dropout", "0.05") == ("all-linear", 0.05)
-    assert resolved("--peft", "lora", "--lora_dropout", "0") == ("query,value", 0.0)

@@ -33,9 +33,6 @@ AUTOPEFT_MODES = ("autopeft", "autopeft_lora")
 # Automatic PEFT defaults when the user gives neither: freeze after 10% of training, keep 1% of the parameters.
 AUTOPEFT_DEFAULTS = {"hidlr_freeze_at": "0.1", "hidlr_trainable_budget": "0.01"}
 DEFAULT_LORA_TARGETS = {"lora": "query,value", "autopeft_lora": "all-linear"}
-# On every linear layer LoRA's dropout is most of a CPU step's extra cost (MiniLM: LoRA with it as slow as full
-# fine-tuning); autopeft_lora goes without, as peft's own LoraConfig does.
-DEFAULT_LORA_DROPOUT = {"lora": 0.1, "autopeft_lora": 0.0}
 
 
 @dataclass
@@ -71,11 +68,7 @@ class ModelArguments:
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
-    lora_dropout: Optional[float] = field(
-        default=None,
-        metadata={"help": "Dropout on the LoRA path. Default: 0.1 for --peft lora, 0 for --peft autopeft_lora (on "
-                          "every linear layer the dropout costs more than the rest of the LoRA branches together)."},
-    )
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA path."})
     lora_target_modules: Optional[str] = field(
         default=None,
         metadata={
@@ -276,8 +269,6 @@ def finalise_args(model_args, data_args, training_args, given) -> Optional[GlueT
         raise HiDLRError(f"--peft {model_args.peft} needs Hi-DLR; drop --hidlr false or use --peft none/lora")
     if model_args.lora_target_modules is None:
         model_args.lora_target_modules = DEFAULT_LORA_TARGETS.get(model_args.peft)
-    if model_args.lora_dropout is None:
-        model_args.lora_dropout = DEFAULT_LORA_DROPOUT.get(model_args.peft, 0.1)
     if not training_args.do_train and not training_args.do_eval and not training_args.do_predict:
         raise HiDLRError("--do_train, --do_eval and --do_predict are all false: nothing to do")
     if data_args.validation_mismatched_file is not None and (task is None or task.name != "mnli"):
