@@ -11,7 +11,6 @@ from hidlr_bench.aggregate import load_runs
 from hidlr_bench.cli import build_parser, resolve_args
 from hidlr_bench.overhead import load_overhead_runs
 from hidlr_bench.protocol import (
-    LORA,
     ABLATION_METHODS,
     ABLATIONS,
     ADAMW_DEFAULT,
@@ -24,6 +23,7 @@ from hidlr_bench.protocol import (
     EXPECTED_STEPS,
     HIDLR_METHODS,
     HIDLR_STARTS,
+    LORA,
     METHOD_SPECS,
     PEFT_METHODS,
     RIVALS,

@@ -16,6 +16,7 @@ import torch
 
 from hidlr_hf.errors import HiDLRError
 
+from .distributed import world_size
 from .params import innermost_optimizer
 
 
@@ -71,9 +72,7 @@ def freeze_groups(engine, kept: list[bool], initial: dict[int, list[torch.Tensor
         restore_groups(engine, initial, [k for k, keep in enumerate(kept) if not keep])
     engine.set_base_rates([rate if keep else 0.0 for rate, keep in zip(engine.base_rates, kept)])
     inner = innermost_optimizer(engine.optimizer)
-    distributed = (
-        torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    )
+    distributed = world_size() > 1
     for group in _frozen_param_groups(engine, kept):
         group["weight_decay"] = 0.0
         for p in group["params"]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hidlr_hf.core.distributed import world_size
+
 
 def skip_frozen_lora(model: nn.Module) -> list[str]:
     """Switch off the branch of every LoRA layer of ``model`` whose factors are all frozen and whose output is zero.
@@ -24,7 +26,7 @@ def skip_frozen_lora(model: nn.Module) -> list[str]:
     The model's output does not change: a switched-off layer computes its base layer's output, which is what it
     computed before with a zero ``lora_B``.
     """
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+    if world_size() > 1:
         return []
     try:
         from peft.tuners.lora import LoraLayer
